@@ -1,0 +1,25 @@
+"""What every compressor and scorer of a study can read: the model, its data and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from autoprune.calibration import LinearStats
+from autoprune.model import DecoderLayout
+from autoprune.registry import Registry
+
+
+@dataclass
+class StudyContext:
+    """Built once per study; compressors change `model` in place and the trial undoes it."""
+
+    model: nn.Module
+    tokenizer: Any
+    layout: DecoderLayout
+    calibration: Tensor  # (windows, context) token ids
+    evaluation: Tensor  # (windows, context) token ids
+    stats: dict[str, LinearStats]  # by qualified linear name
+    registry: Registry

@@ -1,0 +1,55 @@
+"""An undo log for one trial: compressors record what they change, the trial restores it.
+
+Restoring from memory is what keeps trials cheap: no reload from disk and no second copy of
+the model. Zeroing a weight stores only the values it removes plus a one-bit-per-weight mask,
+so at sparsity s the log holds s + 1/32 of a float32 matrix's bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    flat = mask.reshape(-1)
+    padded = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)])
+    return (padded.view(-1, 8).to(torch.uint8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, numel: int) -> Tensor:
+    bits = (packed.unsqueeze(1) & _BIT_WEIGHTS).ne(0)
+    return bits.reshape(-1)[:numel]
+
+
+class Journal:
+    """Records changes to a model in order and undoes them in reverse."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        self.nbytes = 0
+
+    def zero(self, weight: Tensor, mask: Tensor) -> None:
+        """Set `weight[mask]` to zero in place, remembering the removed values."""
+        packed = pack_bits(mask.cpu())
+        removed = weight[mask]
+        self.nbytes += packed.numel() + removed.numel() * removed.element_size()
+
+        def undo() -> None:
+            weight.view(-1)[unpack_bits(packed, weight.numel()).to(weight.device)] = removed
+
+        weight[mask] = 0
+        self._undo.append(undo)
+
+    def on_undo(self, action: Callable[[], None]) -> None:
+        """Register an arbitrary undo step (for changes other than zeroing, such as removing a layer)."""
+        self._undo.append(action)
+
+    def restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        self.nbytes = 0

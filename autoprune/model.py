@@ -1,0 +1,139 @@
+"""Loading a causal LM and finding its decoder blocks and their linear sublayers generically."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from autoprune.errors import ConfigError, ModelLoadError
+
+ASSETS = Path(__file__).parent / "assets"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def embedded_model_path(name: str) -> str:
+    """Absolute path of a checkpoint shipped inside the package (the `tiny` model)."""
+    return str(ASSETS / name)
+
+
+def check_model_source(path: str | None, hub_id: str | None, dtype: str) -> None:
+    """Validate the model config before any compute."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown model.dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if path is not None:
+        if not Path(path).is_dir():
+            raise ConfigError(
+                f"model.path {path!r} is not a directory; set model.path=<local dir> to a Hugging Face checkpoint"
+            )
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"model.path {path!r} has no config.json; it must hold a Hugging Face checkpoint")
+    elif not hub_id:
+        raise ConfigError("the model has neither model.path nor model.hub_id; set model.path=<local dir>")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so an offline machine fails in seconds, not after retries."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _from_pretrained(source: str, dtype: str, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+    return model, tokenizer
+
+
+def load_model(path: str | None, hub_id: str | None, dtype: str, device: str = "cpu"):
+    """Load model and tokenizer from a local directory, else from the hub cache, else the hub."""
+    if path is not None:
+        try:
+            model, tokenizer = _from_pretrained(path, dtype)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"could not load the checkpoint in {path!r}: {error}") from error
+    else:
+        try:
+            model, tokenizer = _from_pretrained(hub_id, dtype, local_files_only=True)
+        except (OSError, ValueError):
+            if not hub_reachable():
+                raise ModelLoadError(
+                    f"could not fetch the weights of {hub_id!r}: the Hugging Face hub is not reachable and they are "
+                    f"not in the local cache; download them elsewhere and pass model.path=<local dir>"
+                ) from None
+            try:
+                model, tokenizer = _from_pretrained(hub_id, dtype)
+            except (OSError, ValueError) as error:
+                raise ModelLoadError(
+                    f"could not fetch the weights of {hub_id!r} from the hub ({str(error).splitlines()[0][:160]}); "
+                    f"pass model.path=<local dir> to a downloaded checkpoint"
+                ) from error
+    model.to(device).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+@dataclass
+class DecoderLayout:
+    """The decoder blocks of a model and the linear sublayers of each, by qualified name."""
+
+    blocks: list[nn.Module]
+    block_names: list[str]
+    linears: list[dict[str, nn.Linear]]
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def all_linears(self) -> dict[str, nn.Linear]:
+        return {name: linear for block in self.linears for name, linear in block.items()}
+
+    def block_sizes(self) -> list[int]:
+        """Number of prunable weights per block (the weights of its linear sublayers)."""
+        return [sum(linear.weight.numel() for linear in block.values()) for block in self.linears]
+
+
+def decoder_layout(model: nn.Module) -> DecoderLayout:
+    """Find the decoder blocks as the ModuleList with one entry per hidden layer.
+
+    Works for OPT, Llama, Mistral, Qwen2 and other decoders that keep their blocks in one
+    `nn.ModuleList`, without per-architecture attribute paths.
+    """
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (n_layers is None or len(module) == n_layers)
+    ]
+    if not candidates:
+        raise ConfigError(
+            f"cannot find the decoder blocks of {type(model).__name__}: no ModuleList of {n_layers} layers"
+        )
+    prefix, blocks = max(candidates, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+    linears = [
+        {f"{prefix}.{index}.{name}": module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
+        for index, block in enumerate(blocks)
+    ]
+    return DecoderLayout(
+        blocks=list(blocks), block_names=[f"{prefix}.{i}" for i in range(len(blocks))], linears=linears
+    )
+
+
+def model_context(model: nn.Module, configured: int | None) -> int:
+    """The window length: the configured one, else the model's maximum position count."""
+    if configured:
+        return int(configured)
+    for attribute in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(model.config, attribute, None)
+        if value:
+            return int(value)
+    raise ConfigError("the model does not declare its context length; set model.context=<tokens>")

@@ -1,0 +1,148 @@
+"""The search space as data: parsed from the config, sampled by any backend, never plugin code.
+
+The config's `space` maps each compressor name to a section of parameters. A parameter is
+either a constant (`allocation: searched`) or a distribution:
+
+    {choices: [magnitude, wanda]}           categorical
+    {low: 0.2, high: 0.8}                   float (add `log: true`, `step: 0.05`)
+    {low: 1, high: 4, type: int}            integer
+    {..., per_layer: true}                  one independent parameter per decoder block
+
+Flat parameter names are `<compressor>.<param>` and `<compressor>.<param>.<layer>`; a sample is
+handed back nested, per compressor, with per-layer families as lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autoprune.errors import ConfigError
+
+_DISTRIBUTION_KEYS = {"choices", "low", "high", "type", "log", "step", "per_layer"}
+
+
+class Suggester(Protocol):
+    """The part of a backend's trial object the space needs (optuna.Trial satisfies it)."""
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared entry of a compressor's section."""
+
+    compressor: str
+    name: str
+    kind: str  # "constant" | "categorical" | "float" | "int"
+    value: Any = None  # constant value
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    per_layer: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.compressor}.{self.name}"
+
+    def describe(self) -> str:
+        if self.kind == "constant":
+            return repr(self.value)
+        family = " per layer" if self.per_layer else ""
+        if self.kind == "categorical":
+            return f"one of {list(self.choices)}{family}"
+        scale = ", log" if self.log else ""
+        step = f", step {self.step}" if self.step else ""
+        return f"{self.kind} in [{self.low}, {self.high}]{scale}{step}{family}"
+
+    def sample(self, trial: Suggester, key: str) -> Any:
+        if self.kind == "constant":
+            return self.value
+        if self.kind == "categorical":
+            return trial.suggest_categorical(key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(key, float(self.low), float(self.high), step=self.step, log=self.log)
+
+
+def _parse_parameter(compressor: str, name: str, spec: Any) -> Parameter:
+    where = f"space.{compressor}.{name}"
+    if not isinstance(spec, Mapping):
+        return Parameter(compressor, name, "constant", value=spec)
+    unknown = set(spec) - _DISTRIBUTION_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_DISTRIBUTION_KEYS)}")
+    per_layer = bool(spec.get("per_layer", False))
+    if "choices" in spec:
+        choices = tuple(spec["choices"])
+        if not choices:
+            raise ConfigError(f"{where}.choices is empty; list at least one choice")
+        return Parameter(compressor, name, "categorical", choices=choices, per_layer=per_layer)
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where} needs either `choices` or both `low` and `high`")
+    kind = spec.get("type", "float")
+    if kind not in ("float", "int"):
+        raise ConfigError(f"{where}.type is {kind!r}; use float or int")
+    low, high = spec["low"], spec["high"]
+    if not low <= high:
+        raise ConfigError(f"{where} has low {low} above high {high}")
+    return Parameter(
+        compressor,
+        name,
+        kind,
+        low=low,
+        high=high,
+        log=bool(spec.get("log", False)),
+        step=spec.get("step"),
+        per_layer=per_layer,
+    )
+
+
+@dataclass
+class SearchSpace:
+    """All parameters of all compressor sections, in declaration order."""
+
+    sections: dict[str, list[Parameter]]
+
+    @classmethod
+    def parse(cls, space: Mapping[str, Any]) -> SearchSpace:
+        if not space:
+            raise ConfigError("the search space is empty; pick one with space=<name> or declare space.<compressor>")
+        sections: dict[str, list[Parameter]] = {}
+        for compressor, section in space.items():
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"space.{compressor} must be a mapping of parameters, got {section!r}")
+            sections[compressor] = [_parse_parameter(compressor, name, spec) for name, spec in section.items()]
+        return cls(sections)
+
+    def section(self, compressor: str) -> dict[str, Parameter]:
+        return {parameter.name: parameter for parameter in self.sections[compressor]}
+
+    def sample(self, trial: Suggester, n_layers: int) -> dict[str, dict[str, Any]]:
+        """Draw one value per parameter from the backend; per-layer families become lists."""
+        sample: dict[str, dict[str, Any]] = {}
+        for compressor, parameters in self.sections.items():
+            values: dict[str, Any] = {}
+            for parameter in parameters:
+                if parameter.per_layer and parameter.kind != "constant":
+                    values[parameter.name] = [
+                        parameter.sample(trial, f"{parameter.key}.{layer}") for layer in range(n_layers)
+                    ]
+                else:
+                    values[parameter.name] = parameter.sample(trial, parameter.key)
+            sample[compressor] = values
+        return sample
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        """A readable summary, logged with the study."""
+        return {
+            compressor: {parameter.name: parameter.describe() for parameter in parameters}
+            for compressor, parameters in self.sections.items()
+        }

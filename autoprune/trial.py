@@ -1,0 +1,58 @@
+"""One trial, independent of the search backend: compress, score, restore."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from autoprune.components import Compressor, Scorer
+from autoprune.context import StudyContext
+from autoprune.errors import AutopruneError
+from autoprune.journal import Journal
+
+
+@dataclass
+class TrialResult:
+    values: dict[str, float]  # objective name -> value
+    info: dict[str, Any]  # facts the compressors reported, e.g. per-layer ratios
+    seconds: dict[str, float] = field(default_factory=dict)  # compress / score / restore
+
+
+class TrialError(AutopruneError):
+    """A trial could not be completed; the study records it as failed and goes on."""
+
+
+@torch.no_grad()
+def run_trial(
+    context: StudyContext,
+    compressors: Sequence[Compressor],
+    scorers: Sequence[Scorer],
+    params: Mapping[str, Mapping[str, Any]],
+) -> TrialResult:
+    """Apply every compressor to the dense model, score it, and always restore the dense weights."""
+    journal = Journal()
+    info: dict[str, Any] = {}
+    values: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        for compressor in compressors:
+            for key, value in compressor.apply(context, params[compressor.name], journal).items():
+                info[f"{compressor.name}.{key}"] = value
+        seconds["compress"] = time.perf_counter() - started
+        for scorer in scorers:
+            measured = scorer.score(context)
+            missing = set(scorer.objectives) - set(measured)
+            if missing:
+                raise TrialError(f"scorer {scorer.name!r} returned no value for {sorted(missing)}")
+            values.update({name: float(measured[name]) for name in scorer.objectives})
+        seconds["score"] = time.perf_counter() - started - seconds["compress"]
+    finally:
+        restore_started = time.perf_counter()
+        journal.restore()
+        seconds["restore"] = time.perf_counter() - restore_started
+    return TrialResult(values=values, info=info, seconds=seconds)
