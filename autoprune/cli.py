@@ -1,0 +1,91 @@
+"""The `autoprune` command: an optional first word, then Hydra overrides.
+
+autoprune                                  run the default study
+autoprune +search=nsga3 model=opt-1.3b     any Hydra overrides
+autoprune plugins                          list installed plugins
+autoprune --cfg [overrides]                print the composed config and exit
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from autoprune.errors import AutopruneError
+
+USAGE = """usage: autoprune [plugins] [--cfg] [KEY=VALUE ...]
+
+Runs a compression study described by Hydra config overrides, e.g.
+  autoprune                                  default study on the embedded model
+  autoprune +search=nsga3 search.n_trials=60 NSGA-III sampler, 60 trials
+  autoprune model=opt-1.3b model.path=DIR    any Hugging Face causal LM
+  autoprune study.name=NAME                  resume or extend a study
+  autoprune plugins                          list the installed plugins
+  autoprune --cfg [KEY=VALUE ...]            print the composed config
+Config groups: model=, data=, space=, +search=; see the README for every key."""
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("autoprune")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for noisy in ("mlflow", "alembic", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def list_plugins() -> str:
+    """The installed components by kind, with the plugin module and distribution of each."""
+    from autoprune.registry import KINDS, build_registry
+
+    registry = build_registry()
+    lines = []
+    if not registry.autoload:
+        lines.append("plugin auto-loading is off (AUTOPRUNE_DISABLE_PLUGIN_AUTOLOAD is set)")
+    for kind in KINDS:
+        entries = registry.entries[kind]
+        lines.append(f"{kind}s:")
+        if not entries:
+            lines.append("  (none)")
+        for name in sorted(entries):
+            entry = entries[name]
+            lines.append(f"  {name:<16} {entry.plugin:<40} from {entry.distribution}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    try:
+        if args and args[0] == "plugins":
+            print(list_plugins())
+            return 0
+        from omegaconf import OmegaConf
+
+        from autoprune.config import compose_config
+
+        show_config = "--cfg" in args
+        config = compose_config([arg for arg in args if arg != "--cfg"])
+        if show_config:
+            print(OmegaConf.to_yaml(config))
+            return 0
+        _configure_logging()
+        from autoprune.study import run_study
+
+        run_study(config)
+    except AutopruneError as error:
+        print(f"autoprune: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

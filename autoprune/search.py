@@ -1,0 +1,112 @@
+"""The Optuna search backend: samplers by name, a resumable study, ask-and-tell trials.
+
+The trial function (`autoprune.trial.run_trial`) knows nothing of Optuna; this module only
+turns the declarative space into `suggest_*` calls and records outcomes in Optuna's storage,
+so another backend (Ray Tune) can drive the same trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler, NSGAIIISampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprune.components import Direction
+from autoprune.config import SearchConfig
+from autoprune.errors import ConfigError
+from autoprune.space import SearchSpace
+
+OBJECTIVES_ATTR = "autoprune.objectives"
+RUN_ID_ATTR = "mlflow_run_id"
+
+
+def nsga3_population(n_trials: int) -> int:
+    """About five generations within the budget, never fewer than 4 nor more than 50 per generation."""
+    return max(4, min(50, n_trials // 5))
+
+
+SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
+    "tpe": lambda c: TPESampler(seed=c.seed, n_startup_trials=c.n_startup_trials, multivariate=True),
+    "nsga3": lambda c: NSGAIIISampler(seed=c.seed, population_size=c.population_size or nsga3_population(c.n_trials)),
+    "random": lambda c: RandomSampler(seed=c.seed),
+}
+
+
+def check_search(search: SearchConfig) -> None:
+    if search.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {search.sampler!r}; known samplers: {', '.join(sorted(SAMPLERS))}")
+    if search.n_trials < 1:
+        raise ConfigError(f"search.n_trials is {search.n_trials}; it must be at least 1")
+    if search.population_size is not None and search.population_size < 2:
+        raise ConfigError(f"search.population_size is {search.population_size}; it must be at least 2")
+
+
+@dataclass
+class CompletedTrial:
+    number: int
+    values: list[float]
+    params: dict[str, Any]
+    run_id: str | None
+
+
+class OptunaSearch:
+    """One Optuna study in persistent storage, created on first use and resumed afterwards."""
+
+    def __init__(
+        self,
+        search: SearchConfig,
+        study_name: str,
+        storage: str,
+        objectives: Sequence[str],
+        directions: Sequence[Direction],
+    ):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.objectives = list(objectives)
+        try:
+            self.study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=SAMPLERS[search.sampler](search),
+                directions=list(directions),
+                load_if_exists=True,
+            )
+        except ValueError as error:  # directions differ from the stored study's
+            raise ConfigError(f"study {study_name!r} cannot be resumed: {error}; choose a new study.name") from None
+        stored = self.study.user_attrs.get(OBJECTIVES_ATTR)
+        if stored is None:
+            self.study.set_user_attr(OBJECTIVES_ATTR, self.objectives)
+        elif stored != self.objectives:
+            raise ConfigError(
+                f"study {study_name!r} was run with objectives {stored}, this run asks for {self.objectives}; "
+                "use the same scorers or choose a new study.name"
+            )
+
+    def count_complete(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def fail_interrupted(self) -> list[FrozenTrial]:
+        """Trials an interrupted run left RUNNING are failed, so they are neither lost nor repeated."""
+        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in stale:
+            self.study.tell(trial.number, state=TrialState.FAIL)
+        return stale
+
+    def ask(self, space: SearchSpace, n_layers: int) -> tuple[optuna.Trial, dict[str, dict[str, Any]]]:
+        trial = self.study.ask()
+        return trial, space.sample(trial, n_layers)
+
+    def tell(self, trial: optuna.Trial, values: dict[str, float] | None) -> None:
+        if values is None:
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, [values[name] for name in self.objectives])
+
+    def completed(self) -> list[CompletedTrial]:
+        return [
+            CompletedTrial(t.number, list(t.values), dict(t.params), t.user_attrs.get(RUN_ID_ATTR))
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ]

@@ -1,0 +1,289 @@
+"""The flow of one study: validate, load, calibrate once, run trials, track, report the Pareto set."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from autoprune import __version__
+from autoprune.calibration import collect_stats
+from autoprune.components import Compressor, Direction, Scorer
+from autoprune.config import AutopruneConfig
+from autoprune.context import StudyContext
+from autoprune.data import calibration_windows, check_source, evaluation_windows, read_text, tokenize
+from autoprune.errors import AutopruneError, ConfigError
+from autoprune.model import check_model_source, decoder_layout, load_model, model_context
+from autoprune.pareto import pareto_front
+from autoprune.registry import Registry, build_registry
+from autoprune.report import format_table
+from autoprune.search import RUN_ID_ATTR, OptunaSearch, check_search
+from autoprune.space import SearchSpace
+from autoprune.tracking import StudyTracker, flatten
+from autoprune.trial import run_trial
+
+log = logging.getLogger("autoprune")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LAYER_KEY = re.compile(r"\.\d+$")
+
+
+@dataclass
+class Plan:
+    """A study's configuration, checked against the installed plugins before any compute."""
+
+    config: AutopruneConfig
+    resolved: DictConfig
+    registry: Registry
+    space: SearchSpace
+    compressors: list[Compressor]
+    scorers: list[Scorer]
+    study_name: str
+
+    @property
+    def objectives(self) -> list[str]:
+        return [name for scorer in self.scorers for name in scorer.objectives]
+
+    @property
+    def directions(self) -> list[Direction]:
+        return [direction for scorer in self.scorers for direction in scorer.objectives.values()]
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    parent_run_id: str
+    rows: list[dict[str, Any]]  # one per completed trial: number, objective values, parameters
+    front: list[int]  # trial numbers of the Pareto set
+    ran: int  # trials run by this invocation (completed or failed)
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+
+def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
+    """Check every name and range in the config; raises ConfigError with the fix."""
+    config: AutopruneConfig = OmegaConf.to_object(resolved)  # type: ignore[assignment]
+    registry = registry or build_registry()
+    if not config.scorers:
+        raise ConfigError(f"no scorers are selected; set scorers=[...] ({registry.known_phrase('scorer')})")
+    scorers = [registry.scorer(name) for name in config.scorers]
+    objectives = [name for scorer in scorers for name in scorer.objectives]
+    if len(set(objectives)) != len(objectives):
+        raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {objectives}")
+    space = SearchSpace.parse(config.space)
+    compressors = [registry.compressor(name) for name in space.sections]
+    for compressor in compressors:
+        compressor.check(config.space[compressor.name], registry)
+    check_search(config.search)
+    check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
+    if config.data.calib_windows < 1 or (config.data.eval_windows is not None and config.data.eval_windows < 1):
+        raise ConfigError("data.calib_windows and data.eval_windows must be at least 1 (eval_windows=null uses all)")
+    check_source(config.data.calibration, "calibration")
+    check_source(config.data.evaluation, "evaluation")
+    study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not _STUDY_NAME.match(study_name):
+        raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
+    return Plan(config, resolved, registry, space, compressors, scorers, study_name)
+
+
+def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
+    """Load the model and data and collect the calibration statistics, once for the whole study."""
+    config = plan.config
+    started = time.perf_counter()
+    model, tokenizer = load_model(config.model.path, config.model.hub_id, config.model.dtype, config.model.device)
+    layout = decoder_layout(model)
+    seconds["load"].append(time.perf_counter() - started)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        f"model {config.model.name}: {n_params / 1e6:.1f}M parameters, {len(layout)} decoder blocks, "
+        f"{len(layout.all_linears())} prunable linears ({seconds['load'][-1]:.1f}s)"
+    )
+
+    started = time.perf_counter()
+    context_length = model_context(model, config.model.context)
+    calibration = calibration_windows(
+        tokenize(tokenizer, read_text(config.data.calibration)),
+        context_length,
+        config.data.calib_windows,
+        config.data.seed,
+    )
+    evaluation = evaluation_windows(
+        tokenize(tokenizer, read_text(config.data.evaluation)), context_length, config.data.eval_windows
+    )
+    seconds["data"].append(time.perf_counter() - started)
+    log.info(
+        f"data {config.data.name}: {len(calibration)} calibration and {len(evaluation)} evaluation windows "
+        f"of {context_length} tokens ({seconds['data'][-1]:.1f}s)"
+    )
+
+    started = time.perf_counter()
+    kinds = set().union(*(c.stats_needed(config.space[c.name], plan.registry) for c in plan.compressors))
+    stats = collect_stats(model, layout, calibration, kinds)
+    seconds["calibration"].append(time.perf_counter() - started)
+    log.info(
+        f"calibration: input statistics of {len(stats)} linears from {calibration.numel():,} tokens, "
+        f"collected once for all trials ({seconds['calibration'][-1]:.1f}s)"
+    )
+    return StudyContext(model, tokenizer, layout, calibration, evaluation, stats, plan.registry)
+
+
+def _summary(params: dict[str, Any]) -> str:
+    """The sampled scalar parameters of a trial (per-layer families are in MLflow)."""
+    return " ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+        if not _LAYER_KEY.search(key)
+    )
+
+
+def _numeric_info(info: dict[str, Any]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in info.items():
+        if isinstance(value, (list, tuple)):
+            flat.update({f"{key}.{i}": float(v) for i, v in enumerate(value)})
+        elif isinstance(value, (int, float)):
+            flat[key] = float(value)
+    return flat
+
+
+class _StudyRun:
+    """The mutable state of one invocation: the search, the tracker, the timings, the failures."""
+
+    def __init__(self, plan: Plan, search: OptunaSearch, tracker: StudyTracker, context: StudyContext | None, seconds):
+        self.plan, self.search, self.tracker, self.context, self.seconds = plan, search, tracker, context, seconds
+        self.ran = self.failures = 0
+        self.last_error = ""
+
+    def _timed(self, phase: str, action, *args):
+        started = time.perf_counter()
+        value = action(*args)
+        self.seconds[phase].append(time.perf_counter() - started)
+        return value
+
+    def one_trial(self, done: int) -> bool:
+        """Ask, run, record one trial; True if it completed. Failures are recorded, not raised."""
+        trial, sample = self._timed("sampler", self.search.ask, self.plan.space, len(self.context.layout))
+        run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample))
+        self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
+        self.ran += 1
+        try:
+            result = run_trial(self.context, self.plan.compressors, self.plan.scorers, sample)
+        except KeyboardInterrupt:
+            self.search.tell(trial, None)
+            self.tracker.end_trial(run_id, "KILLED")
+            raise
+        except Exception as error:  # a failed trial is recorded and the study goes on
+            self.failures += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            self._timed("sampler", self.search.tell, trial, None)
+            self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, traceback.format_exc())
+            log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]")
+            return False
+        for phase, value in result.seconds.items():
+            self.seconds[phase].append(value)
+        self._timed("sampler", self.search.tell, trial, result.values)
+        metrics = {**result.values, **_numeric_info(result.info)}
+        metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
+        self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics)
+        values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
+        elapsed = result.seconds["compress"] + result.seconds["score"]
+        log.info(
+            f"trial {trial.number:3d} [{done + 1}/{self.plan.config.search.n_trials}]  {values}  "
+            f"{_summary(trial.params)}  ({elapsed:.1f}s)"
+        )
+        return True
+
+
+def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
+    config = plan.config
+    tracker = StudyTracker(config.mlflow.tracking_uri, config.mlflow.experiment, plan.study_name)
+    tracker.start_study(
+        OmegaConf.to_yaml(plan.resolved),
+        plan.space.describe(),
+        {
+            "autoprune.version": __version__,
+            "sampler": config.search.sampler,
+            "n_trials": str(config.search.n_trials),
+            "model": config.model.name,
+            "objectives": ",".join(plan.objectives),
+        },
+    )
+    for stale in search.fail_interrupted():
+        if stale.user_attrs.get(RUN_ID_ATTR):
+            tracker.mark_killed(stale.user_attrs[RUN_ID_ATTR])
+        log.info(f"trial {stale.number} was interrupted by an earlier run; recorded as failed")
+    return tracker
+
+
+def _report(plan: Plan, rows: list[dict[str, Any]], front: list[int], parent_id: str) -> None:
+    on_front = set(front)
+    front_rows = sorted((row for row in rows if row["trial"] in on_front), key=lambda row: row[plan.objectives[0]])
+    if front_rows:
+        extra = [
+            key for key in front_rows[0] if key not in plan.objectives and key != "trial" and not _LAYER_KEY.search(key)
+        ]
+        table = format_table(front_rows, ["trial", *plan.objectives, *extra])
+        log.info(f"\nPareto set ({len(front_rows)} of {len(rows)} completed trials):\n{table}\n")
+    uri = plan.config.mlflow.tracking_uri
+    log.info(
+        f"mlflow: parent run {parent_id} '{plan.study_name}' in {uri}; browse with: mlflow ui --backend-store-uri {uri}"
+    )
+
+
+def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyResult:
+    """Run (or resume) the study the config describes until it has `search.n_trials` completed trials."""
+    plan = prepare(resolved, registry)
+    config = plan.config
+    seconds: dict[str, list[float]] = defaultdict(list)
+    study_started = time.perf_counter()
+    log.info(f"study {plan.study_name} (resume or extend it with study.name={plan.study_name})")
+
+    search = OptunaSearch(config.search, plan.study_name, config.study.storage, plan.objectives, plan.directions)
+    done = search.count_complete()
+    missing = config.search.n_trials - done
+    # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
+    context = build_context(plan, seconds) if missing > 0 else None
+    started = time.perf_counter()
+    tracker = _open_tracking(plan, search)
+    seconds["tracking"].append(time.perf_counter() - started)
+
+    run = _StudyRun(plan, search, tracker, context, seconds)
+    max_failures = config.search.max_failures or config.search.n_trials
+    if context is None:
+        log.info(
+            f"study {plan.study_name} already has {done} of {config.search.n_trials} completed trials; nothing to run"
+        )
+    else:
+        arrows = " ".join(f"{o}{'↓' if d == 'minimize' else '↑'}" for o, d in zip(plan.objectives, plan.directions))
+        log.info(
+            f"search: {config.search.sampler}, {missing} trials to run ({done} of {config.search.n_trials} complete), objectives {arrows}"
+        )
+        try:
+            while done < config.search.n_trials and run.failures < max_failures:
+                done += run.one_trial(done)
+        except KeyboardInterrupt:
+            tracker.abort_study()
+            raise AutopruneError(f"interrupted; resume with study.name={plan.study_name}") from None
+
+    started = time.perf_counter()
+    completed = search.completed()
+    rows = [{"trial": t.number, **dict(zip(plan.objectives, t.values)), **t.params} for t in completed]
+    front = pareto_front({t.number: t.values for t in completed}, plan.directions)
+    stopped = run.failures >= max_failures
+    run_ids = {t.number: t.run_id for t in completed if t.run_id}
+    tracker.finish_study(
+        rows, front, plan.objectives, plan.directions, run_ids, status="FAILED" if stopped else "FINISHED"
+    )
+    seconds["tracking"].append(time.perf_counter() - started)
+    seconds["total"].append(time.perf_counter() - study_started)
+    _report(plan, rows, front, tracker.parent_id)
+    if stopped:
+        raise AutopruneError(
+            f"stopped after {run.failures} failed trials (search.max_failures={max_failures}); last error: {run.last_error}"
+        )
+    return StudyResult(plan.study_name, tracker.parent_id, rows, front, run.ran, seconds)

@@ -1,0 +1,154 @@
+"""MLflow records of a study: one parent run, one nested child run per trial, the Pareto front.
+
+Uses `MlflowClient` with batched writes, so tracking stays a small share of a trial's time,
+and never the fluent API's global active run, so a study can be resumed into its old parent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from autoprune.components import Direction
+from autoprune.report import pareto_figure
+
+ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def flatten(sample: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Nested per-compressor sample -> flat `compressor.param[.layer]` keys."""
+    flat: dict[str, Any] = {}
+    for compressor, values in sample.items():
+        for name, value in values.items():
+            if isinstance(value, (list, tuple)):
+                flat.update({f"{compressor}.{name}.{i}": item for i, item in enumerate(value)})
+            else:
+                flat[f"{compressor}.{name}"] = value
+    return flat
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a SQLite store (`<dir of mlflow.db>/mlruns`), not in whatever the cwd is."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server decides
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.resolve().parent / "mlruns").as_uri()
+
+
+class StudyTracker:
+    """Writes one study's runs to an MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str, experiment: str, study_name: str):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            found.experiment_id
+            if found
+            else self.client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+        )
+        self.parent_id = ""
+
+    def start_study(self, config_yaml: str, space: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Create the parent run, or reopen the one an earlier run of this study left."""
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
+            max_results=1,
+        )
+        if existing:
+            self.parent_id = existing[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=self.study_name, tags={ROLE: "study", STUDY: self.study_name}
+            )
+            self.parent_id = run.info.run_id
+        self.client.log_batch(self.parent_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self.client.log_text(self.parent_id, config_yaml, "config.yaml")
+        self.client.log_dict(self.parent_id, dict(space), "search_space.json")
+        return self.parent_id
+
+    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: self.parent_id,
+                MLFLOW_RUN_NAME: f"trial-{number:03d}",
+                ROLE: "trial",
+                STUDY: self.study_name,
+                TRIAL: str(number),
+                **(tags or {}),
+            },
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+        return run.info.run_id
+
+    def end_trial(
+        self, run_id: str, state: str, metrics: Mapping[str, float] | None = None, error: str | None = None
+    ) -> None:
+        timestamp = _now_ms()
+        tags = [RunTag("state", state)] + ([RunTag("error", error[:4000])] if error else [])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
+            tags=tags,
+        )
+        status = {"COMPLETE": "FINISHED", "FAIL": "FAILED"}.get(state, "KILLED")
+        self.client.set_terminated(run_id, status=status)
+
+    def mark_killed(self, run_id: str) -> None:
+        """A trial an interrupted run left behind: close it so the UI does not show it running."""
+        self.client.set_tag(run_id, "state", "FAIL")
+        self.client.set_terminated(run_id, status="KILLED")
+
+    def finish_study(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        front: Sequence[int],
+        objectives: Sequence[str],
+        directions: Sequence[Direction],
+        run_ids: Mapping[int, str],
+        status: str = "FINISHED",
+    ) -> None:
+        """Pareto table, plot and tags; summary metrics on the parent; close the parent run."""
+        on_front = set(front)
+        for number, run_id in run_ids.items():
+            self.client.set_tag(run_id, "is_pareto", "true" if number in on_front else "false")
+        front_rows = [row for row in rows if row["trial"] in on_front]
+        if front_rows:
+            columns = list(front_rows[0])
+            self.client.log_table(
+                self.parent_id, {column: [row[column] for row in front_rows] for column in columns}, "pareto.json"
+            )
+            figure = pareto_figure(rows, front, objectives, directions, title=self.study_name)
+            self.client.log_figure(self.parent_id, figure, "pareto.png")
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+        timestamp = _now_ms()
+        summary = {"n_complete": len(rows), "pareto_size": len(front_rows)}
+        for objective, direction in zip(objectives, directions):
+            values = [row[objective] for row in rows]
+            if values:
+                summary[f"best_{objective}"] = min(values) if direction == "minimize" else max(values)
+        self.client.log_batch(
+            self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in summary.items()]
+        )
+        self.client.set_terminated(self.parent_id, status=status)
+
+    def abort_study(self) -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status=RunStatus.to_string(RunStatus.KILLED))
