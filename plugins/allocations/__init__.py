@@ -1,0 +1,1 @@
+"""Layerwise sparsity allocations: one ratio per decoder block around a target mean."""

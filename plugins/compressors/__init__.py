@@ -1,0 +1,1 @@
+"""Compressors: the transformations a trial applies to the model."""

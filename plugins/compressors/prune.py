@@ -1,0 +1,66 @@
+"""Unstructured pruning by score: a metric ranks the weights, an allocation sets each block's ratio.
+
+Its space section (`space.prune`) takes:
+    metric      the pruning metric (a name or {choices: [...]})
+    sparsity    the target mean sparsity, in [0, 1)
+    allocation  how the mean is spread over decoder blocks (default: uniform)
+    ...         whatever the allocation reads, e.g. `offsets` for `searched`
+The ratio is per decoder block: every linear of a block is pruned to that block's ratio.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from autoprune import hookimpl
+from autoprune.components import Compressor, StatKind
+from autoprune.context import StudyContext
+from autoprune.errors import ConfigError
+from autoprune.journal import Journal
+from autoprune.registry import Registry
+from autoprune_plugins.compressors.masks import lowest_scores_mask
+
+
+def candidates(spec: Any) -> list[Any]:
+    """Every value a space entry can take that matters for validation."""
+    if isinstance(spec, Mapping):
+        if "choices" in spec:
+            return list(spec["choices"])
+        return [spec.get("low"), spec.get("high")]
+    return [spec]
+
+
+class Prune(Compressor):
+    name = "prune"
+
+    def check(self, space: Mapping[str, Any], registry: Registry) -> None:
+        for key in ("metric", "sparsity"):
+            if key not in space:
+                raise ConfigError(f"space.prune.{key} is missing; the prune compressor needs a {key}")
+        for metric in candidates(space["metric"]):
+            registry.metric(metric)
+        for allocation in candidates(space.get("allocation", "uniform")):
+            registry.allocation(allocation)
+        for sparsity in candidates(space["sparsity"]):
+            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+                raise ConfigError(f"space.prune.sparsity takes values in [0, 1), got {sparsity!r}")
+
+    def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
+        return set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
+
+    def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
+        metric = context.registry.metric(params["metric"])
+        allocation = context.registry.allocation(params.get("allocation", "uniform"))
+        ratios = allocation.ratios(float(params["sparsity"]), context, params)
+        pruned = total = 0
+        for block, ratio in zip(context.layout.linears, ratios):
+            for name, linear in block.items():
+                mask = lowest_scores_mask(metric.score(linear.weight, context.stats[name]), ratio, metric.comparison)
+                journal.zero(linear.weight, mask)
+                pruned += int(mask.sum())
+                total += mask.numel()
+        return {"ratio": ratios, "achieved_sparsity": pruned / total}
+
+
+@hookimpl
+def register_compressors() -> list[Compressor]:
+    return [Prune()]

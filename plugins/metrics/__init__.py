@@ -1,0 +1,1 @@
+"""Pruning metrics: how important each weight is; the lowest scores are pruned."""

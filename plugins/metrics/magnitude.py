@@ -1,0 +1,20 @@
+"""Magnitude: score |W_ij|, ranked across the whole matrix (the classic baseline)."""
+
+from torch import Tensor
+
+from autoprune import hookimpl
+from autoprune.calibration import LinearStats
+from autoprune.components import PruningMetric
+
+
+class Magnitude(PruningMetric):
+    name = "magnitude"
+    comparison = "matrix"
+
+    def score(self, weight: Tensor, stats: LinearStats) -> Tensor:
+        return weight.abs()
+
+
+@hookimpl
+def register_metrics() -> list[PruningMetric]:
+    return [Magnitude()]

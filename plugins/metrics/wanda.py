@@ -1,0 +1,25 @@
+"""Wanda: score |W_ij| · ‖X_j‖, ranked within each output row (Sun et al., 2023).
+
+‖X_j‖ is the L2 norm of input channel j over the calibration tokens, so a small weight on a
+channel with large activations survives where magnitude pruning would remove it.
+"""
+
+from torch import Tensor
+
+from autoprune import hookimpl
+from autoprune.calibration import LinearStats
+from autoprune.components import PruningMetric
+
+
+class Wanda(PruningMetric):
+    name = "wanda"
+    comparison = "row"
+    needs = frozenset({"sum_sq"})
+
+    def score(self, weight: Tensor, stats: LinearStats) -> Tensor:
+        return weight.abs() * stats.norm.to(weight.device, weight.dtype).unsqueeze(0)
+
+
+@hookimpl
+def register_metrics() -> list[PruningMetric]:
+    return [Wanda()]

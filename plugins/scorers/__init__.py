@@ -1,0 +1,1 @@
+"""Scorers: measurements of a compressed model, one or more objectives each."""

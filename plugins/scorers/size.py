@@ -1,0 +1,43 @@
+"""Compressed size in MB (10⁶ bytes): what storing the model as a sparse checkpoint takes.
+
+Each pruned matrix (a decoder linear's weight with zeros in it) is stored as its nonzero values
+plus a one-bit-per-weight mask; every other tensor densely. Values keep the model's dtype;
+shared (tied) tensors count once.
+"""
+
+import math
+
+import torch
+
+from autoprune import hookimpl
+from autoprune.components import Scorer
+from autoprune.context import StudyContext
+
+
+def tensor_bytes(tensor: torch.Tensor, prunable: bool) -> int:
+    dense = tensor.numel() * tensor.element_size()
+    if not prunable:
+        return dense
+    nonzero = int(torch.count_nonzero(tensor))
+    if nonzero == tensor.numel():
+        return dense
+    return nonzero * tensor.element_size() + math.ceil(tensor.numel() / 8)
+
+
+def compressed_bytes(model: torch.nn.Module, prunable: set[int]) -> int:
+    """`prunable` holds the ids of the tensors a compressor may sparsify."""
+    return sum(tensor_bytes(p, id(p) in prunable) for p in model.parameters())  # parameters() skips tied copies
+
+
+class CompressedSize(Scorer):
+    name = "size"
+    objectives = {"size_mb": "minimize"}
+
+    def score(self, context: StudyContext) -> dict[str, float]:
+        prunable = {id(linear.weight) for linear in context.layout.all_linears().values()}
+        return {"size_mb": compressed_bytes(context.model, prunable) / 1e6}
+
+
+@hookimpl
+def register_scorers() -> list[Scorer]:
+    return [CompressedSize()]
