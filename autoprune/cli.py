@@ -33,10 +33,11 @@ def _configure_logging() -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for noisy in ("mlflow", "alembic", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import mlflow  # noqa: F401  (configures its loggers on import; quiet them afterwards)
     from transformers.utils import logging as transformers_logging
 
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     transformers_logging.disable_progress_bar()
 
 

@@ -8,7 +8,7 @@ third-party — is a first-class part of the search.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -79,7 +79,3 @@ class Scorer(ABC):
     @abstractmethod
     def score(self, context: StudyContext) -> dict[str, float]:
         """Return a value for every key of `objectives`."""
-
-
-def objective_names(scorers: Sequence[Scorer]) -> list[str]:
-    return [name for scorer in scorers for name in scorer.objectives]

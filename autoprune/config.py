@@ -39,7 +39,7 @@ class DataConfig:
     calibration: TextSource = field(default_factory=lambda: TextSource(split="calib"))
     evaluation: TextSource = field(default_factory=lambda: TextSource(split="eval"))
     calib_windows: int = 128
-    eval_windows: int | None = 64
+    eval_windows: int | None = None  # null = all
     seed: int = 0
 
 

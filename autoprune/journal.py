@@ -36,13 +36,14 @@ class Journal:
     def zero(self, weight: Tensor, mask: Tensor) -> None:
         """Set `weight[mask]` to zero in place, remembering the removed values."""
         packed = pack_bits(mask.cpu())
-        removed = weight[mask]
+        removed = weight.masked_select(mask)
         self.nbytes += packed.numel() + removed.numel() * removed.element_size()
 
         def undo() -> None:
-            weight.view(-1)[unpack_bits(packed, weight.numel()).to(weight.device)] = removed
+            restored_mask = unpack_bits(packed, weight.numel()).to(weight.device).view_as(weight)
+            weight.masked_scatter_(restored_mask, removed)
 
-        weight[mask] = 0
+        weight.masked_fill_(mask, 0)
         self._undo.append(undo)
 
     def on_undo(self, action: Callable[[], None]) -> None:

@@ -7,6 +7,7 @@ so another backend (Ray Tune) can drive the same trials.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +30,23 @@ def nsga3_population(n_trials: int) -> int:
     return max(4, min(50, n_trials // 5))
 
 
-SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
+_SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
     "tpe": lambda c: TPESampler(seed=c.seed, n_startup_trials=c.n_startup_trials, multivariate=True),
     "nsga3": lambda c: NSGAIIISampler(seed=c.seed, population_size=c.population_size or nsga3_population(c.n_trials)),
     "random": lambda c: RandomSampler(seed=c.seed),
 }
 
 
+def build_sampler(search: SearchConfig) -> BaseSampler:
+    """The configured sampler; Optuna marks NSGA-III and multivariate TPE experimental, we use them on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _SAMPLERS[search.sampler](search)
+
+
 def check_search(search: SearchConfig) -> None:
-    if search.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {search.sampler!r}; known samplers: {', '.join(sorted(SAMPLERS))}")
+    if search.sampler not in _SAMPLERS:
+        raise ConfigError(f"unknown sampler {search.sampler!r}; known samplers: {', '.join(sorted(_SAMPLERS))}")
     if search.n_trials < 1:
         raise ConfigError(f"search.n_trials is {search.n_trials}; it must be at least 1")
     if search.population_size is not None and search.population_size < 2:
@@ -70,7 +78,7 @@ class OptunaSearch:
             self.study = optuna.create_study(
                 study_name=study_name,
                 storage=storage,
-                sampler=SAMPLERS[search.sampler](search),
+                sampler=build_sampler(search),
                 directions=list(directions),
                 load_if_exists=True,
             )

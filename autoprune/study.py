@@ -250,7 +250,7 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
     context = build_context(plan, seconds) if missing > 0 else None
     started = time.perf_counter()
     tracker = _open_tracking(plan, search)
-    seconds["tracking"].append(time.perf_counter() - started)
+    seconds["tracking_once"].append(time.perf_counter() - started)
 
     run = _StudyRun(plan, search, tracker, context, seconds)
     max_failures = config.search.max_failures or config.search.n_trials

@@ -7,6 +7,7 @@ and never the fluent API's global active run, so a study can be resumed into its
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,10 @@ class StudyTracker:
         front_rows = [row for row in rows if row["trial"] in on_front]
         if front_rows:
             columns = list(front_rows[0])
-            self.client.log_table(
-                self.parent_id, {column: [row[column] for row in front_rows] for column in columns}, "pareto.json"
-            )
+            table = {column: [row[column] for row in front_rows] for column in columns}
+            with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion
+                warnings.simplefilter("ignore")
+                self.client.log_table(self.parent_id, table, "pareto.json")
             figure = pareto_figure(rows, front, objectives, directions, title=self.study_name)
             self.client.log_figure(self.parent_id, figure, "pareto.png")
             import matplotlib.pyplot as plt

@@ -1,8 +1,9 @@
 """Compressed size in MB (10⁶ bytes): what storing the model as a sparse checkpoint takes.
 
-Each pruned matrix (a decoder linear's weight with zeros in it) is stored as its nonzero values
-plus a one-bit-per-weight mask; every other tensor densely. Values keep the model's dtype;
-shared (tied) tensors count once.
+Each pruned matrix (a decoder linear's weight) is stored as its nonzero values plus a
+one-bit-per-weight mask, or densely when that is smaller (at sparsity under 1/32 for float32,
+e.g. a dense matrix with a few weights that happen to be zero); every other tensor densely.
+Values keep the model's dtype; shared (tied) tensors count once.
 """
 
 import math
@@ -18,10 +19,8 @@ def tensor_bytes(tensor: torch.Tensor, prunable: bool) -> int:
     dense = tensor.numel() * tensor.element_size()
     if not prunable:
         return dense
-    nonzero = int(torch.count_nonzero(tensor))
-    if nonzero == tensor.numel():
-        return dense
-    return nonzero * tensor.element_size() + math.ceil(tensor.numel() / 8)
+    sparse = int(torch.count_nonzero(tensor)) * tensor.element_size() + math.ceil(tensor.numel() / 8)
+    return min(dense, sparse)
 
 
 def compressed_bytes(model: torch.nn.Module, prunable: set[int]) -> int:

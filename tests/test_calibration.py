@@ -1,0 +1,43 @@
+"""Calibration statistics equal the sums computed directly from the captured inputs."""
+
+import torch
+from torch import nn
+
+from autoprune.calibration import collect_stats
+from autoprune.model import DecoderLayout
+
+
+class TwoLinears(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(4, 3)
+        self.second = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_stats_match_brute_force_sums():
+    torch.manual_seed(0)
+    model = TwoLinears()
+    layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"first": model.first, "second": model.second}])
+    inputs = torch.randn(5, 7, 4)  # 5 windows of 7 tokens
+    stats = collect_stats(model, layout, inputs, {"sum_sq", "xtx"}, batch_size=2)
+
+    x1 = inputs.reshape(-1, 4)
+    x2 = torch.relu(model.first(x1)).detach()
+    for name, x in (("first", x1), ("second", x2)):
+        s = stats[name]
+        assert s.count == 35
+        assert torch.allclose(s.sum, x.sum(0), atol=1e-5)
+        assert torch.allclose(s.norm, x.norm(dim=0), atol=1e-5)
+        assert torch.allclose(s.mean, x.mean(0), atol=1e-5)
+        assert torch.allclose(s.variance, x.var(0, unbiased=False), atol=1e-5)
+        assert torch.allclose(s.xtx, x.T @ x, atol=1e-4)
+
+
+def test_xtx_is_only_collected_when_asked():
+    model = TwoLinears()
+    layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"first": model.first}])
+    stats = collect_stats(model, layout, torch.randn(2, 3, 4), {"sum_sq"})
+    assert stats["first"].xtx is None

@@ -1,0 +1,94 @@
+"""The `autoprune` command as a user types it: subprocesses, exit codes, one-line errors."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TINY, study_overrides
+
+
+def autoprune(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "autoprune", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def test_plugins_lists_every_kind_with_its_distribution():
+    result = autoprune("plugins")
+    assert result.returncode == 0
+    for kind in ("metrics:", "allocations:", "compressors:", "scorers:"):
+        assert kind in result.stdout
+    wanda = next(line for line in result.stdout.splitlines() if line.strip().startswith("wanda"))
+    assert "autoprune_plugins.metrics.wanda" in wanda and wanda.endswith("from autoprune")
+
+
+def test_plugins_with_autoload_off_lists_none():
+    result = autoprune("plugins", env={**os.environ, "AUTOPRUNE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0
+    assert "auto-loading is off" in result.stdout and "wanda" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["space.prune.metric.choices=[wanda,sparsegpt9]"],
+            "unknown metric 'sparsegpt9'; known metrics: magnitude, wanda",
+        ),
+        (["scorers=[perplexity,latency9]"], "unknown scorer 'latency9'; known scorers: perplexity, size"),
+        (["search.sampler=cmaes"], "unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),
+        (["+search=cmaes"], "Could not find 'search/cmaes'; available options: nsga3, random, tpe"),
+        (["space.prune.sparsity.high=1.0"], "space.prune.sparsity takes values in [0, 1), got 1.0"),
+        (["space.prune.sparsity=-0.1"], "space.prune.sparsity takes values in [0, 1), got -0.1"),
+        (["model.path=/no/such/model"], "model.path '/no/such/model' is not a directory; set model.path=<local dir>"),
+        (["model=gpt9"], "Could not find 'model/gpt9'; available options: opt-1.3b, tiny"),
+        (["modle.path=x"], "unknown config key 'modle'"),
+    ],
+)
+def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):
+    started = time.perf_counter()
+    result = autoprune(*overrides, *study_overrides(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("autoprune: error: ") and message in line
+    assert "model tiny" not in result.stdout  # nothing was loaded
+    assert not (tmp_path / "mlflow.db").exists()
+    assert time.perf_counter() - started < 60
+
+
+def test_hub_model_without_network_fails_fast_naming_model_path(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    started = time.perf_counter()
+    result = autoprune("+search=nsga3", "model=opt-1.3b", *study_overrides(tmp_path), cwd=tmp_path, env=env)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "facebook/opt-1.3b" in line and "model.path=<local dir>" in line
+    assert elapsed < 30
+
+
+def test_opt_model_config_with_a_local_checkpoint_runs(tmp_path):
+    local = tmp_path / "opt-copy"
+    shutil.copytree(TINY, local)
+    result = autoprune(
+        "+search=nsga3", "model=opt-1.3b", f"model.path={local}", *study_overrides(tmp_path, trials=2), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "model opt-1.3b" in result.stdout
+    assert "Pareto set" in result.stdout
+    assert "[2/2]" in result.stdout
+
+
+def test_cfg_prints_the_composed_config():
+    result = autoprune("--cfg", "+search=nsga3", "search.n_trials=60")
+    assert result.returncode == 0
+    assert "sampler: nsga3" in result.stdout and "n_trials: 60" in result.stdout
+
+
+def test_help_names_the_commands():
+    result = autoprune("--help")
+    assert result.returncode == 0 and "autoprune plugins" in result.stdout

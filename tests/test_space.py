@@ -1,0 +1,70 @@
+"""The search space is data: parsed from the config, sampled through any suggest_* backend."""
+
+import optuna
+import pytest
+
+from autoprune.errors import ConfigError
+from autoprune.space import SearchSpace
+
+SPACE = {
+    "prune": {
+        "metric": {"choices": ["magnitude", "wanda"]},
+        "sparsity": {"low": 0.2, "high": 0.8},
+        "allocation": "searched",
+        "offsets": {"low": -0.1, "high": 0.1, "per_layer": True},
+        "blocks": {"low": 1, "high": 3, "type": "int"},
+    }
+}
+
+
+def test_sample_expands_per_layer_families_and_keeps_constants():
+    space = SearchSpace.parse(SPACE)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    sample = space.sample(trial, n_layers=4)["prune"]
+    assert sample["metric"] in ("magnitude", "wanda")
+    assert 0.2 <= sample["sparsity"] <= 0.8
+    assert sample["allocation"] == "searched"
+    assert len(sample["offsets"]) == 4 and all(-0.1 <= o <= 0.1 for o in sample["offsets"])
+    assert isinstance(sample["blocks"], int) and 1 <= sample["blocks"] <= 3
+    assert set(trial.params) == {"prune.metric", "prune.sparsity", "prune.blocks"} | {
+        f"prune.offsets.{i}" for i in range(4)
+    }
+
+
+def test_fixed_trial_reproduces_a_sample():
+    space = SearchSpace.parse(SPACE)
+    params = {
+        "prune.metric": "wanda",
+        "prune.sparsity": 0.5,
+        "prune.blocks": 2,
+        **{f"prune.offsets.{i}": 0.01 * i for i in range(2)},
+    }
+    sample = space.sample(optuna.trial.FixedTrial(params), n_layers=2)["prune"]
+    assert sample == {"metric": "wanda", "sparsity": 0.5, "allocation": "searched", "offsets": [0.0, 0.01], "blocks": 2}
+
+
+def test_describe_is_readable():
+    described = SearchSpace.parse(SPACE).describe()["prune"]
+    assert described["metric"] == "one of ['magnitude', 'wanda']"
+    assert described["offsets"] == "float in [-0.1, 0.1] per layer"
+    assert described["allocation"] == "'searched'"
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"metric": {"choices": []}}, "choices is empty"),
+        ({"sparsity": {"low": 0.9, "high": 0.1}}, "low 0.9 above high 0.1"),
+        ({"sparsity": {"low": 0.1}}, "needs either `choices` or both `low` and `high`"),
+        ({"sparsity": {"low": 0.1, "high": 0.2, "kind": "float"}}, "unknown keys ['kind']"),
+        ({"sparsity": {"low": 0.1, "high": 0.2, "type": "bool"}}, "use float or int"),
+    ],
+)
+def test_invalid_entries_are_named(section, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        SearchSpace.parse({"prune": section})
+
+
+def test_empty_space_is_an_error():
+    with pytest.raises(ConfigError, match="search space is empty"):
+        SearchSpace.parse({})

@@ -1,0 +1,186 @@
+"""Whole studies on the embedded model: real Optuna storage, a real MLflow store, resumption."""
+
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from autoprune import hookimpl
+from autoprune.components import Scorer
+from autoprune.config import compose_config
+from autoprune.errors import AutopruneError
+from autoprune.registry import build_registry
+from autoprune.study import run_study
+from conftest import study_overrides
+
+
+def runs_of(tmp_path, study):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("autoprune")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`autoprune.study` = '{study}'")
+    parents = [r for r in runs if r.data.tags["autoprune.role"] == "study"]
+    children = sorted(
+        (r for r in runs if r.data.tags["autoprune.role"] == "trial"), key=lambda r: int(r.data.tags["autoprune.trial"])
+    )
+    return client, parents, children
+
+
+def optuna_trials(tmp_path, study):
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One default-shaped study (TPE, magnitude/wanda, searched offsets), shared by the MLflow checks."""
+    tmp_path = tmp_path_factory.mktemp("study")
+    result = run_study(compose_config(study_overrides(tmp_path, name="main", trials=4)))
+    return tmp_path, result
+
+
+def test_study_completes_the_requested_trials(finished):
+    tmp_path, result = finished
+    trials = optuna_trials(tmp_path, "main")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert result.ran == 4 and len(result.rows) == 4
+    assert len(result.seconds["calibration"]) == 1  # statistics collected once for all trials
+    assert len(result.seconds["compress"]) == 4
+
+
+def test_mlflow_has_one_parent_and_a_child_per_trial(finished):
+    tmp_path, result = finished
+    client, parents, children = runs_of(tmp_path, "main")
+    assert len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["autoprune.version"]
+    assert len(children) == 4
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["state"] == "COMPLETE" and child.info.status == "FINISHED"
+        assert child.data.params["prune.metric"] in ("magnitude", "wanda")
+        assert 0.2 <= float(child.data.params["prune.sparsity"]) <= 0.8
+        assert {f"prune.offsets.{i}" for i in range(6)} <= set(child.data.params)
+        assert {"perplexity", "size_mb", "prune.achieved_sparsity", "prune.ratio.0"} <= set(child.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "search_space.json", "pareto.json", "pareto.png"} <= artifacts
+
+
+def test_pareto_set_is_tagged_and_tabled(finished):
+    tmp_path, result = finished
+    client, parents, children = runs_of(tmp_path, "main")
+    tagged = {int(c.data.tags["autoprune.trial"]) for c in children if c.data.tags["is_pareto"] == "true"}
+    assert tagged == set(result.front) and tagged
+    points = {
+        int(c.data.tags["autoprune.trial"]): (c.data.metrics["perplexity"], c.data.metrics["size_mb"]) for c in children
+    }
+    for number in tagged:  # nothing dominates a front member
+        p = points[number]
+        assert not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points.values())
+    for number in set(points) - tagged:  # something dominates every other trial
+        p = points[number]
+        assert any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points.values())
+    table = json.loads(open(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read())
+    assert sorted(row[0] for row in table["data"]) == sorted(tagged)
+    assert {"trial", "perplexity", "size_mb", "prune.metric"} <= set(table["columns"])
+
+
+def test_rerun_with_same_name_resumes_and_extends(tmp_path):
+    first = run_study(compose_config(study_overrides(tmp_path, name="resume", trials=2)))
+    assert first.ran == 2
+    again = run_study(compose_config(study_overrides(tmp_path, name="resume", trials=2)))
+    assert again.ran == 0  # complete: nothing to run
+    extended = run_study(compose_config(study_overrides(tmp_path, name="resume", trials=4)))
+    assert extended.ran == 2
+    trials = optuna_trials(tmp_path, "resume")
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state == TrialState.COMPLETE for t in trials)
+    _, parents, children = runs_of(tmp_path, "resume")
+    assert len(parents) == 1 and parents[0].info.run_id == first.parent_run_id == extended.parent_run_id
+    assert [int(c.data.tags["autoprune.trial"]) for c in children] == [0, 1, 2, 3]
+
+
+def test_interrupted_trials_are_failed_on_resume(tmp_path):
+    study = optuna.create_study(
+        study_name="killed", storage=f"sqlite:///{tmp_path}/optuna.db", directions=["minimize", "minimize"]
+    )
+    study.set_user_attr("autoprune.objectives", ["perplexity", "size_mb"])
+    study.ask()  # left RUNNING, as a killed process would leave it
+    result = run_study(compose_config(study_overrides(tmp_path, name="killed", trials=2)))
+    states = [t.state for t in optuna_trials(tmp_path, "killed")]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE] and result.ran == 2
+
+
+@pytest.mark.parametrize("sampler", ["nsga3", "random", "tpe"])
+def test_every_sampler_runs_a_study(tmp_path, sampler):
+    config = compose_config([f"+search={sampler}", *study_overrides(tmp_path, name=sampler, trials=3)])
+    assert config.search.sampler == sampler
+    result = run_study(config)
+    assert len(result.rows) == 3
+    _, parents, _ = runs_of(tmp_path, sampler)
+    assert parents[0].data.tags["sampler"] == sampler
+
+
+def test_nsga3_population_is_sized_from_the_budget_and_configurable(tmp_path):
+    from autoprune.search import OptunaSearch
+
+    for overrides, expected in ((["search.n_trials=30"], 6), (["search.n_trials=30", "search.population_size=10"], 10)):
+        config = compose_config(["+search=nsga3", f"study.storage=sqlite:///{tmp_path}/o.db", *overrides])
+        search = OptunaSearch(config.search, f"pop{expected}", config.study.storage, ["a"], ["minimize"])
+        assert search.study.sampler._population_size == expected
+
+
+class BreaksWhenSparse(Scorer):
+    """A scorer that breaks on models more than half pruned: failed trials must not stop a study."""
+
+    name = "fragile"
+    objectives = {"fragile": "minimize"}
+
+    def score(self, context):
+        weights = [linear.weight for linear in context.layout.all_linears().values()]
+        sparsity = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+        if sparsity > 0.5:
+            raise RuntimeError(f"fragile scorer broke at sparsity {sparsity:.2f}")
+        return {"fragile": sparsity}
+
+
+class FragilePlugin:
+    @hookimpl
+    def register_scorers(self):
+        return [BreaksWhenSparse()]
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    registry = build_registry(extra_plugins=(FragilePlugin(),))
+    config = compose_config(
+        [
+            *study_overrides(tmp_path, name="fragile", trials=3),
+            "scorers=[perplexity,fragile]",
+            "+search=random",
+            "search.max_failures=20",
+        ]
+    )
+    result = run_study(config, registry)
+    trials = optuna_trials(tmp_path, "fragile")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert failed and len(completed) == 3 == len(result.rows)
+    assert all(t.params["prune.sparsity"] > 0.49 for t in failed)
+    assert all(t.params["prune.sparsity"] < 0.51 for t in completed)
+    _, _, children = runs_of(tmp_path, "fragile")
+    failed_runs = [c for c in children if c.data.tags["state"] == "FAIL"]
+    assert len(failed_runs) == len(failed)
+    assert all(r.info.status == "FAILED" and "fragile scorer broke" in r.data.tags["error"] for r in failed_runs)
+
+
+def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
+    registry = build_registry(extra_plugins=(FragilePlugin(),))
+    overrides = [
+        *study_overrides(tmp_path, name="doomed", trials=2),
+        "scorers=[fragile]",
+        "space.prune.sparsity.low=0.6",
+    ]
+    with pytest.raises(AutopruneError, match="stopped after 2 failed trials"):
+        run_study(compose_config(overrides), registry)
+    _, parents, children = runs_of(tmp_path, "doomed")
+    assert parents[0].info.status == "FAILED" and [c.data.tags["state"] for c in children] == ["FAIL", "FAIL"]
