@@ -15,43 +15,49 @@ from autoprune.model import DecoderLayout
 class LinearStats:
     """Sums over the calibration tokens of one linear's input X (tokens × in)."""
 
-    sum: Tensor  # Σ_t x_tj, shape (in,)
-    sum_sq: Tensor  # Σ_t x_tj², shape (in,)
+    sum: Tensor  # Σ_t x_tj, shape (in,), float64
+    sum_sq: Tensor  # Σ_t x_tj², shape (in,), float64
     count: int  # number of tokens
-    xtx: Tensor | None = None  # Σ_t x_tᵀ x_t, shape (in, in); only when a metric needs it
+    xtx: Tensor | None = None  # Σ_t x_tᵀ x_t, shape (in, in), float32; only when a metric needs it
 
     @property
     def norm(self) -> Tensor:
-        """‖X_j‖: the L2 norm of input channel j over the calibration tokens (Wanda)."""
-        return self.sum_sq.sqrt()
+        """‖X_j‖: the L2 norm of input channel j over the calibration tokens (Wanda), float32."""
+        return self.sum_sq.sqrt().float()
 
     @property
     def mean(self) -> Tensor:
-        return self.sum / self.count
+        return (self.sum / self.count).float()
 
     @property
     def variance(self) -> Tensor:
-        return (self.sum_sq / self.count - self.mean.square()).clamp_min(0)
+        """Per-channel population variance, computed in float64 before rounding to float32."""
+        mean = self.sum / self.count
+        return (self.sum_sq / self.count - mean.square()).clamp_min(0).float()
 
 
 class _Accumulator:
-    def __init__(self, features: int, with_xtx: bool):
-        self.sum = torch.zeros(features, dtype=torch.float64)
-        self.sum_sq = torch.zeros(features, dtype=torch.float64)
-        self.xtx = torch.zeros(features, features, dtype=torch.float64) if with_xtx else None
+    """Running sums on the model's device in float64 (so variances keep their precision); only
+    the (in,)-sized results move to the CPU. XᵀX accumulates in float32, as SparseGPT does."""
+
+    def __init__(self, features: int, device: torch.device, with_xtx: bool):
+        self.sum = torch.zeros(features, dtype=torch.float64, device=device)
+        self.sum_sq = torch.zeros(features, dtype=torch.float64, device=device)
+        self.xtx = torch.zeros(features, features, dtype=torch.float32, device=device) if with_xtx else None
         self.count = 0
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float64).cpu()
-        self.sum += x.sum(0)
-        self.sum_sq += x.square().sum(0)
+        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+        self.sum += x.sum(0, dtype=torch.float64)
+        self.sum_sq += x.float().square().sum(0, dtype=torch.float64)
         if self.xtx is not None:
-            self.xtx += x.T @ x
+            x32 = x.float()
+            self.xtx += x32.T @ x32
         self.count += x.shape[0]
 
     def result(self) -> LinearStats:
-        as32 = lambda t: None if t is None else t.to(torch.float32)  # noqa: E731
-        return LinearStats(sum=as32(self.sum), sum_sq=as32(self.sum_sq), count=self.count, xtx=as32(self.xtx))
+        xtx = None if self.xtx is None else self.xtx.cpu()
+        return LinearStats(sum=self.sum.cpu(), sum_sq=self.sum_sq.cpu(), count=self.count, xtx=xtx)
 
 
 @torch.no_grad()
@@ -64,9 +70,11 @@ def collect_stats(
     the search space asks for it, since it costs in² floats per linear.
     """
     with_xtx = "xtx" in set(kinds)
-    accumulators = {name: _Accumulator(linear.in_features, with_xtx) for name, linear in layout.all_linears().items()}
-    handles = [linear.register_forward_pre_hook(accumulators[name]) for name, linear in layout.all_linears().items()]
     device = next(model.parameters()).device
+    accumulators = {
+        name: _Accumulator(linear.in_features, device, with_xtx) for name, linear in layout.all_linears().items()
+    }
+    handles = [linear.register_forward_pre_hook(accumulators[name]) for name, linear in layout.all_linears().items()]
     try:
         for batch in windows.split(batch_size):
             model(batch.to(device))

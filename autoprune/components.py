@@ -27,12 +27,16 @@ class PruningMetric(ABC):
     """Scores every weight of a linear layer; the lowest scores are pruned.
 
     `comparison` says which weights compete for survival: ``"row"`` ranks within each output
-    row (Wanda), ``"matrix"`` across the whole matrix (magnitude).
+    row (Wanda), ``"matrix"`` across the whole matrix (magnitude). `needs` names the
+    calibration statistics `score` reads. `params` names the metric's own parameters: the
+    compressor passes the trial's values of those keys of its space section as keyword
+    arguments, so they can be searched like any other parameter.
     """
 
     name: ClassVar[str]
     comparison: ClassVar[Literal["row", "matrix"]] = "row"
     needs: ClassVar[frozenset[StatKind]] = frozenset()
+    params: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def score(self, weight: Tensor, stats: LinearStats, **params: Any) -> Tensor:

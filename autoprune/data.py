@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from autoprune.corpus import SPLITS as CORPUS_SPLITS
 from autoprune.corpus import corpus_text
 from autoprune.errors import ConfigError
 
@@ -37,6 +38,8 @@ class TextSource:
 def check_source(text: TextSource, role: str) -> None:
     if text.source not in SOURCES:
         raise ConfigError(f"unknown data.{role}.source {text.source!r}; choose one of {', '.join(SOURCES)}")
+    if text.source == "stdlib" and text.split not in CORPUS_SPLITS:
+        raise ConfigError(f"data.{role}.split is {text.split!r}; the stdlib corpus has {', '.join(CORPUS_SPLITS)}")
     if text.source == "files":
         if not text.paths:
             raise ConfigError(f"data.{role}.paths is empty; list the text files to read")
@@ -73,7 +76,8 @@ def _hub_text(text: TextSource) -> str:
         size += len(parts[-1]) + 2
         if text.max_chars is not None and size >= text.max_chars:
             break
-    return "\n\n".join(parts)
+    joined = "\n\n".join(parts)
+    return joined if text.max_chars is None else joined[: text.max_chars]
 
 
 def tokenize(tokenizer, text: str) -> Tensor:

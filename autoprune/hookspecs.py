@@ -36,6 +36,8 @@ def register_metrics() -> list[PruningMetric]:
 
     A metric is selected by its `name` in the search space (e.g.
     ``space.prune.metric.choices=[wanda]``) and used by the compressors that prune by score.
+    The statistics it `needs` are collected once per study; the `params` it declares are read
+    from the compressor's space section, so they are searched with everything else.
     """
 
 

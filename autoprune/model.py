@@ -123,6 +123,13 @@ def decoder_layout(model: nn.Module) -> DecoderLayout:
         {f"{prefix}.{index}.{name}": module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
         for index, block in enumerate(blocks)
     ]
+    if not any(linears):
+        kinds = sorted({type(m).__name__ for m in blocks[0].modules() if not list(m.children())})
+        raise ConfigError(
+            f"the decoder blocks of {type(model).__name__} have no torch.nn.Linear sublayers "
+            f"(they hold {', '.join(kinds)}); only models built from nn.Linear (OPT, Llama, Mistral, Qwen2, ...) "
+            "can be pruned"
+        )
     return DecoderLayout(
         blocks=list(blocks), block_names=[f"{prefix}.{i}" for i in range(len(blocks))], linears=linears
     )

@@ -73,6 +73,17 @@ class Registry:
         return self.get("scorer", name)
 
 
+def _check_objectives(scorer: Scorer, plugin_name: str) -> None:
+    if not scorer.objectives:
+        raise ConfigError(f"scorer {scorer.name!r} of plugin {plugin_name} declares no objectives")
+    for objective, direction in scorer.objectives.items():
+        if direction not in ("minimize", "maximize"):
+            raise ConfigError(
+                f"scorer {scorer.name!r} of plugin {plugin_name} gives objective {objective!r} the direction "
+                f"{direction!r}; use 'minimize' or 'maximize'"
+            )
+
+
 def plugin_manager(extra_plugins: tuple[ModuleType | object, ...] = ()) -> pluggy.PluginManager:
     """A plugin manager with every installed plugin loaded, unless auto-loading is turned off."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -103,6 +114,8 @@ def build_registry(extra_plugins: tuple[ModuleType | object, ...] = ()) -> Regis
                         f"plugin {plugin_name} returned {component!r} from {hook_name}; "
                         f"it must be a {base.__name__} instance"
                     )
+                if kind == "scorer":
+                    _check_objectives(component, plugin_name)
                 existing = registry.entries[kind].get(component.name)
                 if existing is not None:
                     raise ConfigError(

@@ -49,6 +49,8 @@ def check_search(search: SearchConfig) -> None:
         raise ConfigError(f"unknown sampler {search.sampler!r}; known samplers: {', '.join(sorted(_SAMPLERS))}")
     if search.n_trials < 1:
         raise ConfigError(f"search.n_trials is {search.n_trials}; it must be at least 1")
+    if search.max_failures is not None and search.max_failures < 1:
+        raise ConfigError(f"search.max_failures is {search.max_failures}; it must be at least 1 (null = n_trials)")
     if search.population_size is not None and search.population_size < 2:
         raise ConfigError(f"search.population_size is {search.population_size}; it must be at least 2")
 
@@ -74,23 +76,22 @@ class OptunaSearch:
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = list(objectives)
-        try:
-            self.study = optuna.create_study(
-                study_name=study_name,
-                storage=storage,
-                sampler=build_sampler(search),
-                directions=list(directions),
-                load_if_exists=True,
-            )
-        except ValueError as error:  # directions differ from the stored study's
-            raise ConfigError(f"study {study_name!r} cannot be resumed: {error}; choose a new study.name") from None
+        self.study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=build_sampler(search),
+            directions=list(directions),
+            load_if_exists=True,
+        )
         stored = self.study.user_attrs.get(OBJECTIVES_ATTR)
+        stored_directions = [d.name.lower() for d in self.study.directions]
         if stored is None:
             self.study.set_user_attr(OBJECTIVES_ATTR, self.objectives)
-        elif stored != self.objectives:
+            stored = self.objectives
+        if stored != self.objectives or stored_directions != list(directions):
             raise ConfigError(
-                f"study {study_name!r} was run with objectives {stored}, this run asks for {self.objectives}; "
-                "use the same scorers or choose a new study.name"
+                f"study {study_name!r} was run with objectives {dict(zip(stored, stored_directions))}, this run asks for "
+                f"{dict(zip(self.objectives, directions))}; use the same scorers or choose a new study.name"
             )
 
     def count_complete(self) -> int:

@@ -93,6 +93,10 @@ def _parse_parameter(compressor: str, name: str, spec: Any) -> Parameter:
     low, high = spec["low"], spec["high"]
     if not low <= high:
         raise ConfigError(f"{where} has low {low} above high {high}")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{where} has log: true with low {low}; a log scale needs low > 0")
+    if spec.get("log") and spec.get("step") not in (None, 1):
+        raise ConfigError(f"{where} has both log and step; use one of them")
     return Parameter(
         compressor,
         name,

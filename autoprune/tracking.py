@@ -6,19 +6,23 @@ and never the fluent API's global active run, so a study can be resumed into its
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from autoprune.components import Direction
 from autoprune.report import pareto_figure
 
+log = logging.getLogger("autoprune")
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
 
 
@@ -38,6 +42,15 @@ def flatten(sample: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return flat
 
 
+@contextmanager
+def _unless_run_is_gone():
+    """Runs of earlier sessions may have been deleted in the UI; their trials stay in Optuna."""
+    try:
+        yield
+    except MlflowException as error:
+        log.warning(f"mlflow: skipped a trial run that is deleted or missing ({str(error).splitlines()[0]})")
+
+
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a SQLite store (`<dir of mlflow.db>/mlruns`), not in whatever the cwd is."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -51,9 +64,10 @@ class StudyTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, study_name: str):
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.tracking_uri = tracking_uri
         self.study_name = study_name
         found = self.client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)  # a study writes into it again
         self.experiment_id = (
             found.experiment_id
             if found
@@ -66,10 +80,13 @@ class StudyTracker:
         existing = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
+            run_view_type=ViewType.ALL,
             max_results=1,
         )
         if existing:
             self.parent_id = existing[0].info.run_id
+            if existing[0].info.lifecycle_stage == "deleted":
+                self.client.restore_run(self.parent_id)
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
             run = self.client.create_run(
@@ -107,13 +124,13 @@ class StudyTracker:
             metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
             tags=tags,
         )
-        status = {"COMPLETE": "FINISHED", "FAIL": "FAILED"}.get(state, "KILLED")
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status="FINISHED" if state == "COMPLETE" else "FAILED")
 
     def mark_killed(self, run_id: str) -> None:
         """A trial an interrupted run left behind: close it so the UI does not show it running."""
-        self.client.set_tag(run_id, "state", "FAIL")
-        self.client.set_terminated(run_id, status="KILLED")
+        with _unless_run_is_gone():
+            self.client.set_tag(run_id, "state", "FAIL")
+            self.client.set_terminated(run_id, status="KILLED")
 
     def finish_study(
         self,
@@ -127,11 +144,12 @@ class StudyTracker:
         """Pareto table, plot and tags; summary metrics on the parent; close the parent run."""
         on_front = set(front)
         for number, run_id in run_ids.items():
-            self.client.set_tag(run_id, "is_pareto", "true" if number in on_front else "false")
+            with _unless_run_is_gone():
+                self.client.set_tag(run_id, "is_pareto", "true" if number in on_front else "false")
         front_rows = [row for row in rows if row["trial"] in on_front]
         if front_rows:
-            columns = list(front_rows[0])
-            table = {column: [row[column] for row in front_rows] for column in columns}
+            columns = list(dict.fromkeys(key for row in front_rows for key in row))  # a resumed study may add keys
+            table = {column: [row.get(column) for row in front_rows] for column in columns}
             with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion
                 warnings.simplefilter("ignore")
                 self.client.log_table(self.parent_id, table, "pareto.json")
@@ -153,4 +171,4 @@ class StudyTracker:
 
     def abort_study(self) -> None:
         if self.parent_id:
-            self.client.set_terminated(self.parent_id, status=RunStatus.to_string(RunStatus.KILLED))
+            self.client.set_terminated(self.parent_id, status="KILLED")

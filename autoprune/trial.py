@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,11 @@ def run_trial(
             missing = set(scorer.objectives) - set(measured)
             if missing:
                 raise TrialError(f"scorer {scorer.name!r} returned no value for {sorted(missing)}")
-            values.update({name: float(measured[name]) for name in scorer.objectives})
+            for name in scorer.objectives:
+                value = float(measured[name])
+                if not math.isfinite(value):
+                    raise TrialError(f"scorer {scorer.name!r} returned {value} for {name!r}")
+                values[name] = value
         seconds["score"] = time.perf_counter() - started - seconds["compress"]
     finally:
         restore_started = time.perf_counter()

@@ -42,33 +42,35 @@ def test_plugins_with_autoload_off_lists_none():
         (["scorers=[perplexity,latency9]"], "unknown scorer 'latency9'; known scorers: perplexity, size"),
         (["search.sampler=cmaes"], "unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),
         (["+search=cmaes"], "Could not find 'search/cmaes'; available options: nsga3, random, tpe"),
-        (["space.prune.sparsity.high=1.0"], "space.prune.sparsity takes values in [0, 1), got 1.0"),
-        (["space.prune.sparsity=-0.1"], "space.prune.sparsity takes values in [0, 1), got -0.1"),
+        (["space.prune.sparsity.high=1.0"], "space.prune.sparsity takes values in [0, 1) (at most 0.99), got 1.0"),
+        (["space.prune.sparsity=-0.1"], "space.prune.sparsity takes values in [0, 1) (at most 0.99), got -0.1"),
+        (["space.prune.offsets=0.1"], "space.prune.offsets must be a per-layer distribution"),
+        (["data.evaluation.split=test"], "data.evaluation.split is 'test'; the stdlib corpus has train, calib, eval"),
+        (["search.max_failures=0"], "search.max_failures is 0; it must be at least 1"),
         (["model.path=/no/such/model"], "model.path '/no/such/model' is not a directory; set model.path=<local dir>"),
         (["model=gpt9"], "Could not find 'model/gpt9'; available options: opt-1.3b, tiny"),
         (["modle.path=x"], "unknown config key 'modle'"),
     ],
 )
 def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):
-    started = time.perf_counter()
     result = autoprune(*overrides, *study_overrides(tmp_path), cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("autoprune: error: ") and message in line
     assert "model tiny" not in result.stdout  # nothing was loaded
     assert not (tmp_path / "mlflow.db").exists()
-    assert time.perf_counter() - started < 60
 
 
 def test_hub_model_without_network_fails_fast_naming_model_path(tmp_path):
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    # an empty cache and a hub address where nothing listens: the same on machines with a network
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
     started = time.perf_counter()
     result = autoprune("+search=nsga3", "model=opt-1.3b", *study_overrides(tmp_path), cwd=tmp_path, env=env)
     elapsed = time.perf_counter() - started
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "facebook/opt-1.3b" in line and "model.path=<local dir>" in line
-    assert elapsed < 30
+    assert elapsed < 30  # seconds, not the hub client's minute of retries
 
 
 def test_opt_model_config_with_a_local_checkpoint_runs(tmp_path):

@@ -55,3 +55,11 @@ def test_model_source_errors_name_the_fix(tmp_path):
         check_model_source(str(tmp_path), None, "float32")
     with pytest.raises(ConfigError, match="unknown model.dtype 'float8'"):
         check_model_source(None, "facebook/opt-125m", "float8")
+
+
+def test_blocks_without_linear_layers_are_refused_up_front():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=16))
+    with pytest.raises(ConfigError, match="no torch.nn.Linear sublayers .*Conv1D"):
+        decoder_layout(model)

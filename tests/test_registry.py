@@ -6,7 +6,7 @@ import pytest
 
 import autoprune
 from autoprune import hookimpl
-from autoprune.components import PruningMetric
+from autoprune.components import PruningMetric, Scorer
 from autoprune.errors import ConfigError
 from autoprune.registry import AUTOLOAD_OFF_VARIABLE, EXPLICIT_PLUGINS_VARIABLE, build_registry
 
@@ -68,3 +68,21 @@ def test_name_clashes_are_errors():
 def test_hooks_must_return_components():
     with pytest.raises(ConfigError, match="must be a Scorer instance"):
         build_registry(extra_plugins=(NotAComponent(),))
+
+
+class BadDirection:
+    class Accuracy(Scorer):
+        name = "accuracy9"
+        objectives = {"accuracy": "max"}
+
+        def score(self, context):
+            return {"accuracy": 1.0}
+
+    @hookimpl
+    def register_scorers(self):
+        return [self.Accuracy()]
+
+
+def test_scorer_directions_are_checked_at_registration():
+    with pytest.raises(ConfigError, match="direction 'max'; use 'minimize' or 'maximize'"):
+        build_registry(extra_plugins=(BadDirection(),))

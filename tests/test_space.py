@@ -58,6 +58,8 @@ def test_describe_is_readable():
         ({"sparsity": {"low": 0.1}}, "needs either `choices` or both `low` and `high`"),
         ({"sparsity": {"low": 0.1, "high": 0.2, "kind": "float"}}, "unknown keys ['kind']"),
         ({"sparsity": {"low": 0.1, "high": 0.2, "type": "bool"}}, "use float or int"),
+        ({"sparsity": {"low": 0.0, "high": 0.2, "log": True}}, "a log scale needs low > 0"),
+        ({"sparsity": {"low": 0.1, "high": 0.2, "log": True, "step": 0.05}}, "has both log and step"),
     ],
 )
 def test_invalid_entries_are_named(section, message):

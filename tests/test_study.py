@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 from autoprune import hookimpl
 from autoprune.components import Scorer
 from autoprune.config import compose_config
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 from autoprune.registry import build_registry
 from autoprune.study import run_study
+from autoprune.tracking import StudyTracker
 from conftest import study_overrides
 
 
@@ -100,15 +101,76 @@ def test_rerun_with_same_name_resumes_and_extends(tmp_path):
     assert [int(c.data.tags["autoprune.trial"]) for c in children] == [0, 1, 2, 3]
 
 
-def test_interrupted_trials_are_failed_on_resume(tmp_path):
-    study = optuna.create_study(
-        study_name="killed", storage=f"sqlite:///{tmp_path}/optuna.db", directions=["minimize", "minimize"]
-    )
-    study.set_user_attr("autoprune.objectives", ["perplexity", "size_mb"])
-    study.ask()  # left RUNNING, as a killed process would leave it
-    result = run_study(compose_config(study_overrides(tmp_path, name="killed", trials=2)))
+def test_a_killed_study_resumes(tmp_path):
+    first = run_study(compose_config(study_overrides(tmp_path, name="killed", trials=1)))
+    # what `kill -9` in the middle of trial 1 leaves: a RUNNING Optuna trial and a RUNNING child run
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{tmp_path}/optuna.db")
+    tracker = StudyTracker(f"sqlite:///{tmp_path}/mlflow.db", "autoprune", "killed")
+    tracker.parent_id = first.parent_run_id
+    stale = study.ask()
+    stale.set_user_attr("mlflow_run_id", tracker.start_trial(stale.number, {"prune.metric": "wanda"}))
+
+    result = run_study(compose_config(study_overrides(tmp_path, name="killed", trials=3)))
     states = [t.state for t in optuna_trials(tmp_path, "killed")]
-    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE] and result.ran == 2
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert result.ran == 2 and len(result.rows) == 3
+    _, parents, children = runs_of(tmp_path, "killed")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    killed = children[1]
+    assert killed.info.status == "KILLED" and killed.data.tags["state"] == "FAIL"
+    assert "is_pareto" not in killed.data.tags  # a failed trial is not a candidate for the front
+
+
+class InterruptsSecondTrial(Scorer):
+    """Acts like Ctrl-C arriving during the second trial."""
+
+    name = "interrupting"
+    objectives = {"calls": "minimize"}
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, context):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return {"calls": float(self.calls)}
+
+
+class InterruptingPlugin:
+    @hookimpl
+    def register_scorers(self):
+        return [InterruptsSecondTrial()]
+
+
+def test_ctrl_c_records_the_trial_as_killed_and_the_study_resumes(tmp_path):
+    registry = build_registry(extra_plugins=(InterruptingPlugin(),))
+    overrides = [*study_overrides(tmp_path, name="ctrlc", trials=3), "scorers=[interrupting]"]
+    with pytest.raises(AutopruneError, match="interrupted; resume with study.name=ctrlc"):
+        run_study(compose_config(overrides), registry)
+    _, parents, children = runs_of(tmp_path, "ctrlc")
+    assert parents[0].info.status == "KILLED"
+    assert [c.info.status for c in children] == ["FINISHED", "KILLED"]
+    result = run_study(compose_config(overrides), registry)  # the scorer's third call onwards succeeds
+    assert len(result.rows) == 3
+    assert [t.state for t in optuna_trials(tmp_path, "ctrlc")].count(TrialState.FAIL) == 1
+
+
+def test_resume_after_the_mlflow_runs_were_deleted(tmp_path):
+    first = run_study(compose_config(study_overrides(tmp_path, name="deleted", trials=2)))
+    client, parents, children = runs_of(tmp_path, "deleted")
+    for run in [*parents, *children]:
+        client.delete_run(run.info.run_id)
+    result = run_study(compose_config(study_overrides(tmp_path, name="deleted", trials=3)))
+    assert result.parent_run_id == first.parent_run_id
+    assert client.get_run(first.parent_run_id).info.lifecycle_stage == "active"
+    assert len(result.rows) == 3
+
+
+def test_resume_with_other_objectives_is_refused(tmp_path):
+    run_study(compose_config(study_overrides(tmp_path, name="objectives", trials=1)))
+    with pytest.raises(ConfigError, match="was run with objectives .*perplexity.*size_mb.*this run asks for"):
+        run_study(compose_config([*study_overrides(tmp_path, name="objectives", trials=2), "scorers=[perplexity]"]))
 
 
 @pytest.mark.parametrize("sampler", ["nsga3", "random", "tpe"])

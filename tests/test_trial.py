@@ -1,12 +1,15 @@
 """A trial compresses in place, scores, and leaves the dense model exactly as it was."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from autoprune.components import Scorer
-from autoprune.trial import run_trial
+from autoprune import hookimpl
+from autoprune.components import PruningMetric, Scorer
+from autoprune.registry import build_registry
+from autoprune.trial import TrialError, run_trial
 from autoprune_plugins.scorers.perplexity import perplexity
 from autoprune_plugins.scorers.size import tensor_bytes
 
@@ -119,3 +122,41 @@ def test_size_scorer_on_the_embedded_model(tiny_context):
     # half of every linear's values are gone, a 1-bit mask per weight is added
     expected = dense_mb - (prunable_bytes / 2 - prunable_bytes / 32) / 1e6
     assert result.values["size_mb"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_non_finite_objective_fails_the_trial_and_restores(tiny_context):
+    class NaNScorer(Scorer):
+        name = "nan"
+        objectives = {"x": "minimize"}
+
+        def score(self, context):
+            return {"x": float("nan")}
+
+    before = snapshot(tiny_context.model)
+    with pytest.raises(TrialError, match="returned nan for 'x'"):
+        run_trial(tiny_context, [tiny_context.registry.compressor("prune")], [NaNScorer()], prune_params())
+    after = snapshot(tiny_context.model)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_metric_parameters_come_from_the_space_section(tiny_context):
+    seen = []
+
+    class Powered(PruningMetric):
+        name = "powered"
+        comparison = "row"
+        params = ("power",)
+
+        def score(self, weight, stats, power):
+            seen.append(power)
+            return weight.abs() ** power
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self):
+            return [Powered()]
+
+    context = dataclasses.replace(tiny_context, registry=build_registry(extra_plugins=(Plugin(),)))
+    params = {"prune": {"metric": "powered", "sparsity": 0.3, "power": 2.0, "unrelated": 1}}
+    run_trial(context, [context.registry.compressor("prune")], [], params)
+    assert seen == [2.0] * len(context.layout.all_linears())

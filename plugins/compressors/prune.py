@@ -1,7 +1,8 @@
 """Unstructured pruning by score: a metric ranks the weights, an allocation sets each block's ratio.
 
 Its space section (`space.prune`) takes:
-    metric      the pruning metric (a name or {choices: [...]})
+    metric      the pruning metric (a name or {choices: [...]}); the keys the metric lists in
+                its `params` are passed to it
     sparsity    the target mean sparsity, in [0, 1)
     allocation  how the mean is spread over decoder blocks (default: uniform)
     ...         whatever the allocation reads, e.g. `offsets` for `searched`
@@ -18,6 +19,8 @@ from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.registry import Registry
 from autoprune_plugins.compressors.masks import lowest_scores_mask
+
+MAX_SPARSITY = 0.99  # a block keeps at least 1 % of its weights
 
 
 def candidates(spec: Any) -> list[Any]:
@@ -41,8 +44,15 @@ class Prune(Compressor):
         for allocation in candidates(space.get("allocation", "uniform")):
             registry.allocation(allocation)
         for sparsity in candidates(space["sparsity"]):
-            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-                raise ConfigError(f"space.prune.sparsity takes values in [0, 1), got {sparsity!r}")
+            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_SPARSITY:
+                raise ConfigError(
+                    f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}"
+                )
+        offsets = space.get("offsets")
+        if offsets is not None and not (isinstance(offsets, Mapping) and offsets.get("per_layer")):
+            raise ConfigError(
+                "space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}"
+            )
 
     def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
         return set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
@@ -51,10 +61,12 @@ class Prune(Compressor):
         metric = context.registry.metric(params["metric"])
         allocation = context.registry.allocation(params.get("allocation", "uniform"))
         ratios = allocation.ratios(float(params["sparsity"]), context, params)
+        metric_params = {key: params[key] for key in metric.params if key in params}
         pruned = total = 0
         for block, ratio in zip(context.layout.linears, ratios):
             for name, linear in block.items():
-                mask = lowest_scores_mask(metric.score(linear.weight, context.stats[name]), ratio, metric.comparison)
+                score = metric.score(linear.weight, context.stats[name], **metric_params)
+                mask = lowest_scores_mask(score, ratio, metric.comparison)
                 journal.zero(linear.weight, mask)
                 pruned += int(mask.sum())
                 total += mask.numel()

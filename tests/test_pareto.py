@@ -1,0 +1,20 @@
+"""Pareto fronts for any mix of directions."""
+
+from autoprune.pareto import dominates, pareto_front
+
+
+def test_dominance_respects_directions():
+    assert dominates([1, 5], [2, 5], ["minimize", "minimize"])
+    assert not dominates([1, 5], [1, 5], ["minimize", "minimize"])  # equal points do not dominate
+    assert dominates([1, 9], [1, 5], ["minimize", "maximize"])
+    assert not dominates([2, 9], [1, 5], ["minimize", "maximize"])
+
+
+def test_front_with_a_maximised_objective():
+    # (perplexity: minimise, accuracy: maximise)
+    points = {0: [10.0, 0.5], 1: [12.0, 0.7], 2: [12.0, 0.6], 3: [9.0, 0.4], 4: [10.0, 0.5]}
+    assert pareto_front(points, ["minimize", "maximize"]) == [0, 1, 3, 4]
+
+
+def test_single_objective_front_is_the_best_value():
+    assert pareto_front({0: [3.0], 1: [1.0], 2: [2.0]}, ["minimize"]) == [1]
