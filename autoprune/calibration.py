@@ -18,12 +18,18 @@ class LinearStats:
     sum: Tensor  # Σ_t x_tj, shape (in,), float64
     sum_sq: Tensor  # Σ_t x_tj², shape (in,), float64
     count: int  # number of tokens
+    samples: int  # number of calibration sequences (windows)
     xtx: Tensor | None = None  # Σ_t x_tᵀ x_t, shape (in, in), float32; only when a metric needs it
 
     @property
     def norm(self) -> Tensor:
         """‖X_j‖: the L2 norm of input channel j over the calibration tokens (Wanda), float32."""
         return self.sum_sq.sqrt().float()
+
+    @property
+    def scaler_row(self) -> Tensor:
+        """Σ_t x_tj² / sequences: the activation statistic of the Wanda, RIA and OptiShear references."""
+        return (self.sum_sq / self.samples).float()
 
     @property
     def mean(self) -> Tensor:
@@ -45,6 +51,7 @@ class _Accumulator:
         self.sum_sq = torch.zeros(features, dtype=torch.float64, device=device)
         self.xtx = torch.zeros(features, features, dtype=torch.float32, device=device) if with_xtx else None
         self.count = 0
+        self.samples = 0
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
         x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
@@ -54,10 +61,13 @@ class _Accumulator:
             x32 = x.float()
             self.xtx += x32.T @ x32
         self.count += x.shape[0]
+        self.samples += inputs[0].shape[0] if inputs[0].dim() > 2 else 1
 
     def result(self) -> LinearStats:
         xtx = None if self.xtx is None else self.xtx.cpu()
-        return LinearStats(sum=self.sum.cpu(), sum_sq=self.sum_sq.cpu(), count=self.count, xtx=xtx)
+        return LinearStats(
+            sum=self.sum.cpu(), sum_sq=self.sum_sq.cpu(), count=self.count, samples=self.samples, xtx=xtx
+        )
 
 
 @torch.no_grad()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from autoprune.calibration import LinearStats
     from autoprune.context import StudyContext
@@ -23,24 +24,77 @@ Direction = Literal["minimize", "maximize"]
 StatKind = Literal["sum", "sum_sq", "xtx"]
 
 
+@dataclass(frozen=True)
+class SparsityPattern:
+    """Unstructured (n = m = 0), or N:M: keep the n highest scores in every m consecutive inputs of a row."""
+
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SparsityPattern:
+        if text == "unstructured":
+            return cls()
+        try:
+            n, m = (int(part) for part in text.split(":"))
+        except ValueError:
+            raise ValueError(f"sparsity pattern {text!r} is neither 'unstructured' nor N:M such as '2:4'") from None
+        if not 0 < n < m:
+            raise ValueError(f"sparsity pattern {text!r} needs 0 < N < M")
+        return cls(n, m)
+
+    @property
+    def is_n_of_m(self) -> bool:
+        return self.m > 0
+
+    @property
+    def sparsity(self) -> float:
+        """The sparsity an N:M pattern implies."""
+        return 1 - self.n / self.m if self.is_n_of_m else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}" if self.is_n_of_m else "unstructured"
+
+
 class PruningMetric(ABC):
     """Scores every weight of a linear layer; the lowest scores are pruned.
 
     `comparison` says which weights compete for survival: ``"row"`` ranks within each output
-    row (Wanda), ``"matrix"`` across the whole matrix (magnitude). `needs` names the
-    calibration statistics `score` reads. `params` names the metric's own parameters: the
-    compressor passes the trial's values of those keys of its space section as keyword
-    arguments, so they can be searched like any other parameter.
+    row (Wanda), ``"matrix"`` across the whole matrix (magnitude); N:M patterns always
+    compare within groups of M inputs of a row. `needs` names the calibration statistics
+    `score` reads. `params` names the metric's own parameters: the compressor passes the
+    trial's values of those keys of its space section as keyword arguments, so they can be
+    searched like any other parameter.
+
+    Metrics whose pruning also changes the surviving weights (SparseGPT's update, STADE's
+    bias fold) set `solves` and implement `solve`; the compressor then hands them the whole
+    linear instead of masking by score.
     """
 
     name: ClassVar[str]
     comparison: ClassVar[Literal["row", "matrix"]] = "row"
     needs: ClassVar[frozenset[StatKind]] = frozenset()
     params: ClassVar[tuple[str, ...]] = ()
+    solves: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, weight: Tensor, stats: LinearStats, **params: Any) -> Tensor:
         """Return a tensor shaped like `weight`; must not modify `weight`."""
+
+    def check(self, space: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise `ConfigError` if the space section gives this metric's `params` invalid values."""
+
+    def solve(
+        self,
+        linear: nn.Linear,
+        stats: LinearStats,
+        ratio: float,
+        pattern: SparsityPattern,
+        journal: Journal,
+        **params: Any,
+    ) -> int:
+        """Prune `linear` in place through `journal` (only when `solves`); return how many weights were removed."""
+        raise NotImplementedError(f"metric {self.name!r} does not solve; the compressor masks by its score")
 
 
 class Allocation(ABC):

@@ -2,7 +2,8 @@
 
 Restoring from memory is what keeps trials cheap: no reload from disk and no second copy of
 the model. Zeroing a weight stores only the values it removes plus a one-bit-per-weight mask,
-so at sparsity s the log holds s + 1/32 of a float32 matrix's bytes.
+so at sparsity s the log holds s + 1/32 of a float32 matrix's bytes. Only methods that rewrite
+every surviving weight (SparseGPT) need `overwrite`, which keeps the matrix's old values.
 """
 
 from __future__ import annotations
@@ -33,18 +34,28 @@ class Journal:
         self._undo: list[Callable[[], None]] = []
         self.nbytes = 0
 
+    @torch.no_grad()
     def zero(self, weight: Tensor, mask: Tensor) -> None:
         """Set `weight[mask]` to zero in place, remembering the removed values."""
         packed = pack_bits(mask.cpu())
         removed = weight.masked_select(mask)
         self.nbytes += packed.numel() + removed.numel() * removed.element_size()
 
+        @torch.no_grad()
         def undo() -> None:
             restored_mask = unpack_bits(packed, weight.numel()).to(weight.device).view_as(weight)
             weight.masked_scatter_(restored_mask, removed)
 
         weight.masked_fill_(mask, 0)
         self._undo.append(undo)
+
+    @torch.no_grad()
+    def overwrite(self, tensor: Tensor, values: Tensor) -> None:
+        """Replace all of `tensor`'s values (for updates such as SparseGPT's), keeping the old ones."""
+        original = tensor.detach().clone()
+        self.nbytes += original.numel() * original.element_size()
+        tensor.copy_(values)
+        self._undo.append(torch.no_grad()(lambda: tensor.copy_(original)))
 
     def on_undo(self, action: Callable[[], None]) -> None:
         """Register an arbitrary undo step (for changes other than zeroing, such as removing a layer)."""

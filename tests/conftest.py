@@ -44,5 +44,5 @@ def tiny_context(tiny) -> StudyContext:
     evaluation = evaluation_windows(
         tokenize(tokenizer, read_text(TextSource(split="eval", max_chars=100_000))), context_length, 8
     )
-    stats = collect_stats(model, layout, calibration, {"sum_sq"})
+    stats = collect_stats(model, layout, calibration, {"sum_sq", "xtx"})
     return StudyContext(model, tokenizer, layout, calibration, evaluation, stats, build_registry())

@@ -1,9 +1,10 @@
-"""Unstructured pruning by score: a metric ranks the weights, an allocation sets each block's ratio.
+"""Pruning by metric: a metric ranks the weights, an allocation sets each block's ratio.
 
 Its space section (`space.prune`) takes:
     metric      the pruning metric (a name or {choices: [...]}); the keys the metric lists in
                 its `params` are passed to it
-    sparsity    the target mean sparsity, in [0, 1)
+    sparsity    the target mean sparsity, in [0, 1); ignored by N:M patterns
+    pattern     "unstructured" (default) or N:M such as "2:4" / "4:8" (keep N of every M inputs)
     allocation  how the mean is spread over decoder blocks (default: uniform)
     ...         whatever the allocation reads, e.g. `offsets` for `searched`
 The ratio is per decoder block: every linear of a block is pruned to that block's ratio.
@@ -13,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from autoprune import hookimpl
-from autoprune.components import Compressor, StatKind
+from autoprune.components import Compressor, SparsityPattern, StatKind
 from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.registry import Registry
-from autoprune_plugins.compressors.masks import lowest_scores_mask
+from autoprune_plugins.sparsity import prune_mask
 
 MAX_SPARSITY = 0.99  # a block keeps at least 1 % of its weights
 
@@ -40,36 +41,44 @@ class Prune(Compressor):
             if key not in space:
                 raise ConfigError(f"space.prune.{key} is missing; the prune compressor needs a {key}")
         for metric in candidates(space["metric"]):
-            registry.metric(metric)
+            registry.metric(metric).check(space)
         for allocation in candidates(space.get("allocation", "uniform")):
             registry.allocation(allocation)
         for sparsity in candidates(space["sparsity"]):
             if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_SPARSITY:
-                raise ConfigError(
-                    f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}"
-                )
+                raise ConfigError(f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}")
+        for pattern in candidates(space.get("pattern", "unstructured")):
+            try:
+                SparsityPattern.parse(str(pattern))
+            except ValueError as error:
+                raise ConfigError(f"space.prune.pattern: {error}") from None
         offsets = space.get("offsets")
         if offsets is not None and not (isinstance(offsets, Mapping) and offsets.get("per_layer")):
-            raise ConfigError(
-                "space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}"
-            )
+            raise ConfigError("space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}")
 
     def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
         return set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         metric = context.registry.metric(params["metric"])
-        allocation = context.registry.allocation(params.get("allocation", "uniform"))
-        ratios = allocation.ratios(float(params["sparsity"]), context, params)
+        pattern = SparsityPattern.parse(str(params.get("pattern", "unstructured")))
+        if pattern.is_n_of_m:
+            ratios = [pattern.sparsity] * len(context.layout)
+        else:
+            allocation = context.registry.allocation(params.get("allocation", "uniform"))
+            ratios = allocation.ratios(float(params["sparsity"]), context, params)
         metric_params = {key: params[key] for key in metric.params if key in params}
         pruned = total = 0
         for block, ratio in zip(context.layout.linears, ratios):
             for name, linear in block.items():
-                score = metric.score(linear.weight, context.stats[name], **metric_params)
-                mask = lowest_scores_mask(score, ratio, metric.comparison)
-                journal.zero(linear.weight, mask)
-                pruned += int(mask.sum())
-                total += mask.numel()
+                stats = context.stats[name]
+                if metric.solves:
+                    pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
+                else:
+                    mask = prune_mask(metric.score(linear.weight, stats, **metric_params), ratio, pattern, metric.comparison)
+                    journal.zero(linear.weight, mask)
+                    pruned += int(mask.sum())
+                total += linear.weight.numel()
         return {"ratio": ratios, "achieved_sparsity": pruned / total}
 
 
