@@ -44,6 +44,13 @@ class DataConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    cache: bool = True  # reuse statistics of the same model, windows and kinds from disk
+    cache_dir: str | None = None  # null = $XDG_CACHE_HOME/autoprune/stats or ~/.cache/autoprune/stats
+    batch_size: int = 8  # windows per forward pass
+
+
+@dataclass
 class SearchConfig:
     sampler: str = "tpe"
     n_trials: int = 30  # completed trials the study should have
@@ -69,6 +76,7 @@ class MlflowConfig:
 class AutopruneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     space: dict[str, Any] = field(default_factory=dict)
     scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"])
     search: SearchConfig = field(default_factory=SearchConfig)

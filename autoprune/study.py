@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from autoprune import __version__
 from autoprune.calibration import collect_stats
 from autoprune.components import Compressor, Direction, Scorer
-from autoprune.config import AutopruneConfig
+from autoprune.config import AutopruneConfig, CalibrationConfig
 from autoprune.context import StudyContext
 from autoprune.data import calibration_windows, check_source, evaluation_windows, read_text, tokenize
 from autoprune.errors import AutopruneError, ConfigError
@@ -26,6 +28,7 @@ from autoprune.registry import Registry, build_registry
 from autoprune.report import format_table
 from autoprune.search import RUN_ID_ATTR, OptunaSearch, check_search
 from autoprune.space import SearchSpace
+from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
 from autoprune.tracking import StudyTracker, flatten
 from autoprune.trial import run_trial
 
@@ -81,6 +84,8 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
         compressor.check(config.space[compressor.name], registry)
     check_search(config.search)
     check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
+    if config.calibration.batch_size < 1:
+        raise ConfigError(f"calibration.batch_size is {config.calibration.batch_size}; it must be at least 1")
     if config.data.calib_windows < 1 or (config.data.eval_windows is not None and config.data.eval_windows < 1):
         raise ConfigError("data.calib_windows and data.eval_windows must be at least 1 (eval_windows=null uses all)")
     check_source(config.data.calibration, "calibration")
@@ -123,13 +128,33 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
 
     started = time.perf_counter()
     kinds = set().union(*(c.stats_needed(config.space[c.name], plan.registry) for c in plan.compressors))
-    stats = collect_stats(model, layout, calibration, kinds)
+    stats = _calibration_stats(model, layout, calibration, kinds, config.calibration)
     seconds["calibration"].append(time.perf_counter() - started)
-    log.info(
-        f"calibration: input statistics of {len(stats)} linears from {calibration.numel():,} tokens, "
-        f"collected once for all trials ({seconds['calibration'][-1]:.1f}s)"
-    )
     return StudyContext(model, tokenizer, layout, calibration, evaluation, stats, plan.registry)
+
+
+def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):
+    """Statistics from the store when this model, these windows and kinds were seen before, else one pass."""
+    started = time.perf_counter()
+    store = (
+        StatsStore(Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()) if settings.cache else None
+    )
+    key = stats_key(model, windows, kinds) if store else ""
+    stats = store.load(key) if store else None
+    if stats is not None:
+        log.info(
+            f"calibration: statistics of {len(stats)} linears loaded from {store.path(key)}, "
+            f"0 calibration forward passes ({time.perf_counter() - started:.1f}s)"
+        )
+        return stats
+    stats = collect_stats(model, layout, windows, kinds, settings.batch_size)
+    passes = math.ceil(len(windows) / settings.batch_size)
+    where = f", stored in {store.save(key, stats)}" if store else ""
+    log.info(
+        f"calibration: input statistics of {len(stats)} linears from {windows.numel():,} tokens in {passes} "
+        f"calibration forward passes, once for all trials{where} ({time.perf_counter() - started:.1f}s)"
+    )
+    return stats
 
 
 def _summary(params: dict[str, Any]) -> str:

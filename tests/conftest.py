@@ -20,6 +20,7 @@ def study_overrides(tmp_path: Path, name: str = "test", trials: int = 3) -> list
     return [
         f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"study.storage=sqlite:///{tmp_path}/optuna.db",
+        f"calibration.cache_dir={tmp_path}/stats",
         f"study.name={name}",
         f"search.n_trials={trials}",
         "data.calib_windows=16",

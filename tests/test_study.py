@@ -1,9 +1,11 @@
 """Whole studies on the embedded model: real Optuna storage, a real MLflow store, resumption."""
 
 import json
+import logging
 
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -85,6 +87,34 @@ def test_pareto_set_is_tagged_and_tabled(finished):
     table = json.loads(open(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read())
     assert sorted(row[0] for row in table["data"]) == sorted(tagged)
     assert {"trial", "perplexity", "size_mb", "prune.metric"} <= set(table["columns"])
+
+
+def test_a_second_study_on_the_same_model_and_data_reads_statistics_from_disk(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="autoprune")
+    run_study(compose_config(study_overrides(tmp_path, name="first", trials=1)))
+    assert "in 2 calibration forward passes" in caplog.text  # 16 windows, 8 per pass
+    assert len(list((tmp_path / "stats").glob("*.pt"))) == 1
+    caplog.clear()
+    run_study(compose_config(study_overrides(tmp_path, name="second", trials=1)))
+    assert "0 calibration forward passes" in caplog.text and "in 2 calibration forward passes" not in caplog.text
+    caplog.clear()
+    run_study(compose_config([*study_overrides(tmp_path, name="third", trials=1), "data.calib_windows=24"]))
+    assert "in 3 calibration forward passes" in caplog.text  # other windows: a new entry
+    assert len(list((tmp_path / "stats").glob("*.pt"))) == 2
+
+
+def test_statistics_from_disk_equal_fresh_ones(tiny_context, tmp_path):
+    from autoprune.stats_store import StatsStore, stats_key
+
+    store = StatsStore(tmp_path)
+    key = stats_key(tiny_context.model, tiny_context.calibration, {"sum_sq", "xtx"})
+    store.save(key, tiny_context.stats)
+    loaded = store.load(key)
+    for name, fresh in tiny_context.stats.items():
+        for field in ("sum", "sum_sq", "xtx"):
+            assert torch.equal(getattr(loaded[name], field), getattr(fresh, field))
+        assert (loaded[name].count, loaded[name].samples) == (fresh.count, fresh.samples)
+    assert key != stats_key(tiny_context.model, tiny_context.calibration, {"sum_sq"})
 
 
 def test_rerun_with_same_name_resumes_and_extends(tmp_path):

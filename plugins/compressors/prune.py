@@ -46,7 +46,9 @@ class Prune(Compressor):
             registry.allocation(allocation)
         for sparsity in candidates(space["sparsity"]):
             if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_SPARSITY:
-                raise ConfigError(f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}")
+                raise ConfigError(
+                    f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}"
+                )
         for pattern in candidates(space.get("pattern", "unstructured")):
             try:
                 SparsityPattern.parse(str(pattern))
@@ -54,7 +56,9 @@ class Prune(Compressor):
                 raise ConfigError(f"space.prune.pattern: {error}") from None
         offsets = space.get("offsets")
         if offsets is not None and not (isinstance(offsets, Mapping) and offsets.get("per_layer")):
-            raise ConfigError("space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}")
+            raise ConfigError(
+                "space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}"
+            )
 
     def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
         return set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
@@ -75,7 +79,9 @@ class Prune(Compressor):
                 if metric.solves:
                     pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
                 else:
-                    mask = prune_mask(metric.score(linear.weight, stats, **metric_params), ratio, pattern, metric.comparison)
+                    mask = prune_mask(
+                        metric.score(linear.weight, stats, **metric_params), ratio, pattern, metric.comparison
+                    )
                     journal.zero(linear.weight, mask)
                     pruned += int(mask.sum())
                 total += linear.weight.numel()

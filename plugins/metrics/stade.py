@@ -63,4 +63,3 @@ def fold_into_bias(linear: nn.Linear, delta: Tensor, journal: Journal) -> None:
 @hookimpl
 def register_metrics() -> list[PruningMetric]:
     return [STADE()]
-
