@@ -34,10 +34,10 @@ def windows(tokenizer: Any, text: str, context: int, count: int, seed: int = 0) 
     return calibration_windows(tokenize(tokenizer, text), context, count, seed)
 
 
-def _context(model: nn.Module, calibration: Tensor, evaluation: Tensor, kinds: set[str], registry: Registry):
+def _context(model: nn.Module, calibration: Tensor, kinds: set[str], mode: str, registry: Registry):
     layout = decoder_layout(model)
-    stats = collect_stats(model, layout, calibration, kinds)
-    return StudyContext(model, None, layout, calibration, evaluation, stats, registry)
+    stats = collect_stats(model, layout, calibration, kinds) if mode == "dense-once" else {}
+    return StudyContext(model, None, layout, calibration, calibration[:0], stats, registry, mode)
 
 
 @torch.no_grad()
@@ -47,10 +47,13 @@ def prune(
     metric: str = "wanda",
     sparsity: float = 0.5,
     pattern: str = "unstructured",
+    mode: str = "sequential",
     **params: Any,
 ) -> dict[str, Any]:
     """Prune `model` in place, for good; returns what the compressor reports (per-block ratios, sparsity).
 
+    `mode` is the calibration mode: "sequential" (each block calibrated on the outputs of the
+    already-pruned blocks before it, as the papers prune) or "dense-once" (as search trials do).
     `params` are further entries of the prune compressor's section, e.g. `allocation`,
     `offsets` or a metric's own parameters such as `meta_weight_transform`.
     """
@@ -58,7 +61,7 @@ def prune(
     section = {"metric": metric, "sparsity": sparsity, "pattern": pattern, **params}
     compressor = registry.compressor("prune")
     compressor.check(section, registry)
-    context = _context(model, calibration, calibration[:0], compressor.stats_needed(section, registry), registry)
+    context = _context(model, calibration, compressor.stats_needed(section, registry), mode, registry)
     return compressor.apply(context, section, Journal())  # the journal is dropped: nothing is undone
 
 

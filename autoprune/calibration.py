@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,21 @@ class _Accumulator:
         )
 
 
+@contextmanager
+def _accumulating(linears: dict[str, nn.Linear], kinds: Iterable[str]) -> Iterator[dict[str, _Accumulator]]:
+    """Sum the inputs of `linears` during whatever forward passes run inside the block."""
+    with_xtx = "xtx" in set(kinds)
+    accumulators = {
+        name: _Accumulator(linear.in_features, linear.weight.device, with_xtx) for name, linear in linears.items()
+    }
+    handles = [linear.register_forward_pre_hook(accumulators[name]) for name, linear in linears.items()]
+    try:
+        yield accumulators
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def collect_stats(
     model: nn.Module, layout: DecoderLayout, windows: Tensor, kinds: Iterable[str], batch_size: int = 8
@@ -79,16 +95,62 @@ def collect_stats(
     Sums and sums of squares are always collected (they are cheap); XᵀX only when a metric in
     the search space asks for it, since it costs in² floats per linear.
     """
-    with_xtx = "xtx" in set(kinds)
     device = next(model.parameters()).device
-    accumulators = {
-        name: _Accumulator(linear.in_features, device, with_xtx) for name, linear in layout.all_linears().items()
-    }
-    handles = [linear.register_forward_pre_hook(accumulators[name]) for name, linear in layout.all_linears().items()]
-    try:
+    with _accumulating(layout.all_linears(), kinds) as accumulators:
         for batch in windows.split(batch_size):
-            model(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+            model(batch.to(device), use_cache=False)
     return {name: accumulator.result() for name, accumulator in accumulators.items()}
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once block 0's inputs are known: the rest of the model need not run."""
+
+
+class BlockInputs:
+    """The inputs of one decoder block for every calibration batch, advanced block by block.
+
+    This is the sequential calibration of the SparseGPT and Wanda papers: block l's statistics
+    come from the outputs of blocks < l as already pruned. Block 0's call (hidden states plus
+    the masks and position arguments every block shares) is captured once; each block then
+    runs on its predecessor's outputs, without the rest of the model.
+    """
+
+    def __init__(self, model: nn.Module, layout: DecoderLayout, windows: Tensor, batch_size: int = 8):
+        self.layout = layout
+        self.calls: list[tuple[Tensor, tuple, dict]] = []
+
+        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.calls.append((args[0], args[1:], kwargs))
+            raise _StopForward
+
+        device = next(model.parameters()).device
+        handle = layout.blocks[0].register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for batch in windows.split(batch_size):
+                    try:
+                        model(batch.to(device), use_cache=False)
+                    except _StopForward:
+                        pass
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def _run(self, index: int) -> list[Tensor]:
+        block = self.layout.blocks[index]
+        outputs = []
+        for hidden, args, kwargs in self.calls:
+            output = block(hidden, *args, **kwargs)
+            outputs.append(output[0] if isinstance(output, tuple) else output)
+        return outputs
+
+    def collect(self, index: int, kinds: Iterable[str]) -> dict[str, LinearStats]:
+        """Statistics of block `index`'s linears on its current inputs."""
+        with _accumulating(self.layout.linears[index], kinds) as accumulators:
+            self._run(index)
+        return {name: accumulator.result() for name, accumulator in accumulators.items()}
+
+    def advance(self, index: int) -> None:
+        """Replace the inputs by block `index`'s outputs, as it is now (pruned)."""
+        outputs = self._run(index)
+        self.calls = [(output, args, kwargs) for output, (_, args, kwargs) in zip(outputs, self.calls)]

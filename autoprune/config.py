@@ -45,6 +45,7 @@ class DataConfig:
 
 @dataclass
 class CalibrationConfig:
+    mode: str = "dense-once"  # or "sequential": statistics from the already-pruned earlier blocks, every trial
     cache: bool = True  # reuse statistics of the same model, windows and kinds from disk
     cache_dir: str | None = None  # null = $XDG_CACHE_HOME/autoprune/stats or ~/.cache/autoprune/stats
     batch_size: int = 8  # windows per forward pass

@@ -21,5 +21,7 @@ class StudyContext:
     layout: DecoderLayout
     calibration: Tensor  # (windows, context) token ids
     evaluation: Tensor  # (windows, context) token ids
-    stats: dict[str, LinearStats]  # by qualified linear name
+    stats: dict[str, LinearStats]  # by qualified linear name; empty in sequential mode
     registry: Registry
+    calibration_mode: str = "dense-once"  # or "sequential": compressors collect per block, per trial
+    calibration_batch_size: int = 8

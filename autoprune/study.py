@@ -33,6 +33,7 @@ from autoprune.tracking import StudyTracker, flatten
 from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
+CALIBRATION_MODES = ("dense-once", "sequential")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LAYER_KEY = re.compile(r"\.\d+$")
 
@@ -84,6 +85,10 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
         compressor.check(config.space[compressor.name], registry)
     check_search(config.search)
     check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
+    if config.calibration.mode not in CALIBRATION_MODES:
+        raise ConfigError(
+            f"unknown calibration.mode {config.calibration.mode!r}; choose one of {', '.join(CALIBRATION_MODES)}"
+        )
     if config.calibration.batch_size < 1:
         raise ConfigError(f"calibration.batch_size is {config.calibration.batch_size}; it must be at least 1")
     if config.data.calib_windows < 1 or (config.data.eval_windows is not None and config.data.eval_windows < 1):
@@ -127,10 +132,17 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
     )
 
     started = time.perf_counter()
-    kinds = set().union(*(c.stats_needed(config.space[c.name], plan.registry) for c in plan.compressors))
-    stats = _calibration_stats(model, layout, calibration, kinds, config.calibration)
+    settings = config.calibration
+    if settings.mode == "sequential":
+        stats = {}
+        log.info("calibration: sequential, each trial collects every block's statistics after pruning the ones before")
+    else:
+        kinds = set().union(*(c.stats_needed(config.space[c.name], plan.registry) for c in plan.compressors))
+        stats = _calibration_stats(model, layout, calibration, kinds, settings)
     seconds["calibration"].append(time.perf_counter() - started)
-    return StudyContext(model, tokenizer, layout, calibration, evaluation, stats, plan.registry)
+    return StudyContext(
+        model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
+    )
 
 
 def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):

@@ -4,11 +4,13 @@
 
 Prints the dense perplexity, then for each metric the perplexity at 50 % and 70 % uniform
 unstructured sparsity and at 2:4, and the median time of its prune step (all linears of the
-model, calibration statistics already collected once for the study).
+model, calibration statistics already collected once for the study). Then the cost of one
+trial (prune + score) in dense-once and in sequential calibration mode, and their ratio.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 from collections import defaultdict
@@ -36,6 +38,18 @@ def main(overrides: list[str]) -> None:
             seconds.append(result.seconds["compress"])
             values.append(result.values["perplexity"])
         print(f"{metric:<10}" + "".join(f"{v:>10.2f}" for v in values) + f"{statistics.median(seconds):>12.3f} s")
+
+    print("\none trial (wanda, 50 %), median of 3:")
+    trial_seconds = {}
+    for mode in ("dense-once", "sequential"):
+        mode_context = dataclasses.replace(context, calibration_mode=mode)
+        runs = [
+            run_trial(mode_context, [prune], [scorer], {"prune": {"metric": "wanda", "sparsity": 0.5}})
+            for _ in range(3)
+        ]
+        trial_seconds[mode] = statistics.median(r.seconds["compress"] + r.seconds["score"] for r in runs)
+        print(f"  {mode:<11} {trial_seconds[mode]:.3f} s   perplexity {runs[0].values['perplexity']:.2f}")
+    print(f"  sequential / dense-once: {trial_seconds['sequential'] / trial_seconds['dense-once']:.2f}x")
 
 
 if __name__ == "__main__":

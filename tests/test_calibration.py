@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from autoprune.calibration import collect_stats
+from autoprune.calibration import BlockInputs, collect_stats
 from autoprune.model import DecoderLayout
 
 
@@ -13,7 +13,7 @@ class TwoLinears(nn.Module):
         self.first = nn.Linear(4, 3)
         self.second = nn.Linear(3, 2)
 
-    def forward(self, x):
+    def forward(self, x, **kwargs):  # a causal LM is called with use_cache=False
         return self.second(torch.relu(self.first(x)))
 
 
@@ -41,3 +41,14 @@ def test_xtx_is_only_collected_when_asked():
     layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"first": model.first}])
     stats = collect_stats(model, layout, torch.randn(2, 3, 4), {"sum_sq"})
     assert stats["first"].xtx is None
+
+
+def test_replaying_unpruned_blocks_reproduces_the_dense_statistics(tiny_context):
+    inputs = BlockInputs(tiny_context.model, tiny_context.layout, tiny_context.calibration, batch_size=8)
+    for index in range(len(tiny_context.layout)):
+        stats = inputs.collect(index, {"sum_sq"})
+        for name, s in stats.items():
+            dense = tiny_context.stats[name]
+            assert s.count == dense.count and s.samples == dense.samples
+            assert torch.allclose(s.sum_sq, dense.sum_sq, rtol=1e-5)
+        inputs.advance(index)

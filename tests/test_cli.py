@@ -47,6 +47,7 @@ def test_plugins_with_autoload_off_lists_none():
         (["space.prune.offsets=0.1"], "space.prune.offsets must be a per-layer distribution"),
         (["data.evaluation.split=test"], "data.evaluation.split is 'test'; the stdlib corpus has train, calib, eval"),
         (["search.max_failures=0"], "search.max_failures is 0; it must be at least 1"),
+        (["calibration.mode=lazy"], "unknown calibration.mode 'lazy'; choose one of dense-once, sequential"),
         (["model.path=/no/such/model"], "model.path '/no/such/model' is not a directory; set model.path=<local dir>"),
         (["model=gpt9"], "Could not find 'model/gpt9'; available options: opt-1.3b, tiny"),
         (["modle.path=x"], "unknown config key 'modle'"),

@@ -4,6 +4,8 @@ SparseGPT is also checked for what its update is for: a lower reconstruction err
 zeroing the same weights without the update.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
@@ -21,12 +23,21 @@ from autoprune_plugins.scorers.perplexity import perplexity
 METRICS = ["magnitude", "wanda", "ria", "stade", "meta", "sparsegpt"]
 
 
+class OneLinear(torch.nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x, **kwargs):  # called like a causal LM, with use_cache=False
+        return self.linear(x)
+
+
 def layer_and_stats(rows=32, columns=256, tokens=512, seed=0):
     """A linear layer and statistics of correlated inputs, as real activations are."""
     torch.manual_seed(seed)
     linear = torch.nn.Linear(columns, rows, bias=False)
     x = torch.randn(tokens, 16) @ torch.randn(16, columns) + 0.1 * torch.randn(tokens, columns)
-    model = torch.nn.Sequential(linear)
+    model = OneLinear(linear)
     layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"0": linear}])
     stats = collect_stats(model, layout, x.reshape(8, tokens // 8, columns), {"sum_sq", "xtx"})["0"]
     return linear, stats, x
@@ -157,3 +168,19 @@ def test_sparsegpt_beats_magnitude_at_half_sparsity_on_the_embedded_model(tiny_c
     }
     assert values["sparsegpt"] < values["magnitude"]
     assert perplexity(tiny_context.model, tiny_context.evaluation) < values["sparsegpt"]  # and the model is dense again
+
+
+def test_sequential_mode_calibrates_each_block_on_the_pruned_blocks_before_it(tiny_context):
+    prune = tiny_context.registry.compressor("prune")
+    sequential = dataclasses.replace(tiny_context, calibration_mode="sequential", stats={})
+    before = {name: p.clone() for name, p in tiny_context.model.state_dict().items()}
+    masks = {}
+    for label, context in (("dense-once", tiny_context), ("sequential", sequential)):
+        counter = GroupCounter()
+        result = run_trial(context, [prune], [counter], {"prune": {"metric": "wanda", "sparsity": 0.7}})
+        masks[label] = counter.kept
+        assert result.info["prune.achieved_sparsity"] == pytest.approx(0.7, abs=1e-3)
+        assert all(torch.equal(before[n], p) for n, p in tiny_context.model.state_dict().items())
+    first, last = tiny_context.layout.linears[0], tiny_context.layout.linears[-1]
+    assert all(torch.equal(masks["dense-once"][name], masks["sequential"][name]) for name in first)  # same inputs
+    assert not all(torch.equal(masks["dense-once"][name], masks["sequential"][name]) for name in last)

@@ -103,6 +103,15 @@ def test_a_second_study_on_the_same_model_and_data_reads_statistics_from_disk(tm
     assert len(list((tmp_path / "stats").glob("*.pt"))) == 2
 
 
+def test_a_sequential_study_collects_statistics_in_every_trial(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="autoprune")
+    result = run_study(
+        compose_config([*study_overrides(tmp_path, name="seq", trials=2), "calibration.mode=sequential"])
+    )
+    assert len(result.rows) == 2 and "calibration: sequential" in caplog.text
+    assert not (tmp_path / "stats").exists()  # nothing collected up front, nothing cached
+
+
 def test_statistics_from_disk_equal_fresh_ones(tiny_context, tmp_path):
     from autoprune.stats_store import StatsStore, stats_key
 

@@ -8,12 +8,15 @@ Its space section (`space.prune`) takes:
     allocation  how the mean is spread over decoder blocks (default: uniform)
     ...         whatever the allocation reads, e.g. `offsets` for `searched`
 The ratio is per decoder block: every linear of a block is pruned to that block's ratio.
+In sequential calibration mode the blocks are pruned in order, each with statistics of its
+inputs as the already-pruned blocks before it produce them.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 from autoprune import hookimpl
+from autoprune.calibration import BlockInputs
 from autoprune.components import Compressor, SparsityPattern, StatKind
 from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
@@ -72,10 +75,14 @@ class Prune(Compressor):
             allocation = context.registry.allocation(params.get("allocation", "uniform"))
             ratios = allocation.ratios(float(params["sparsity"]), context, params)
         metric_params = {key: params[key] for key in metric.params if key in params}
+        sequential = context.calibration_mode == "sequential"
+        if sequential:
+            inputs = BlockInputs(context.model, context.layout, context.calibration, context.calibration_batch_size)
         pruned = total = 0
-        for block, ratio in zip(context.layout.linears, ratios):
+        for index, (block, ratio) in enumerate(zip(context.layout.linears, ratios)):
+            block_stats = inputs.collect(index, metric.needs) if sequential else context.stats
             for name, linear in block.items():
-                stats = context.stats[name]
+                stats = block_stats[name]
                 if metric.solves:
                     pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
                 else:
@@ -85,6 +92,8 @@ class Prune(Compressor):
                     journal.zero(linear.weight, mask)
                     pruned += int(mask.sum())
                 total += linear.weight.numel()
+            if sequential:
+                inputs.advance(index)
         return {"ratio": ratios, "achieved_sparsity": pruned / total}
 
 

@@ -19,7 +19,7 @@ def perplexity(model: torch.nn.Module, windows: torch.Tensor) -> float:
     nll, count = 0.0, 0
     for batch in windows.split(batch_size):
         batch = batch.to(device)
-        logits = model(batch).logits[:, :-1].float()
+        logits = model(batch, use_cache=False).logits[:, :-1].float()
         targets = batch[:, 1:]
         nll += functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
