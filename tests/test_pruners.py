@@ -8,7 +8,16 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from autoprune.calibration import collect_stats
 from autoprune.components import Scorer, SparsityPattern
@@ -104,34 +113,20 @@ def context_for(model, registry, vocab, context_length=32):
 @pytest.fixture(scope="module")
 def small_models():
     registry = build_registry()
-    opt = OPTForCausalLM(
-        OPTConfig(
-            vocab_size=96,
-            hidden_size=64,
-            num_hidden_layers=2,
-            ffn_dim=128,
-            num_attention_heads=4,
-            word_embed_proj_dim=64,
-            max_position_embeddings=64,
-        )
-    )
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=96,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-    )
-    return {"opt": context_for(opt, registry, 96), "llama": context_for(llama, registry, 96)}
+    shared = dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    llama_like = dict(shared, intermediate_size=128, num_key_value_heads=2)
+    models = {
+        "opt": OPTForCausalLM(OPTConfig(**shared, ffn_dim=128, word_embed_proj_dim=64)),
+        "llama": LlamaForCausalLM(LlamaConfig(**llama_like)),
+        "mistral": MistralForCausalLM(MistralConfig(**llama_like)),
+        "qwen2": Qwen2ForCausalLM(Qwen2Config(**llama_like)),
+    }
+    return {name: context_for(model, registry, 96) for name, model in models.items()}
 
 
-@pytest.mark.parametrize("architecture", ["opt", "llama"])
+@pytest.mark.parametrize("architecture", ["opt", "llama", "mistral", "qwen2"])
 @pytest.mark.parametrize("metric", METRICS)
-def test_every_metric_on_opt_and_llama(small_models, architecture, metric):
+def test_every_metric_on_opt_and_llama_family_decoders(small_models, architecture, metric):
     context = small_models[architecture]
     before = {name: p.clone() for name, p in context.model.state_dict().items()}
     counter = GroupCounter()
