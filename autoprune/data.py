@@ -1,13 +1,17 @@
 """Calibration and evaluation token windows, from the embedded corpus, local files or a hub dataset.
 
 Calibration follows the field: `calib_windows` random windows of the model's context, drawn
-with a fixed seed. Evaluation follows the perplexity convention: the evaluation text joined
-with blank lines and cut into non-overlapping windows, of which the first `eval_windows` are
-used (all of them when it is null).
+with a fixed seed, either from the whole text (`sampling: windows`) or as the Wanda and
+SparseGPT references draw them from C4 (`sampling: documents`: Python's `random` seeded once,
+a random document longer than the context, then a random window inside it), so the same seed
+gives the same windows as those codebases. Evaluation follows the perplexity convention: the
+evaluation text joined with blank lines and cut into non-overlapping windows, of which the
+first `eval_windows` are used (all of them when it is null).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from autoprune.corpus import corpus_text
 from autoprune.errors import ConfigError
 
 SOURCES = ("stdlib", "files", "hf")
+SAMPLINGS = ("windows", "documents")
 
 
 @dataclass
@@ -33,9 +38,13 @@ class TextSource:
     data_files: str | None = None  # for `hf`, e.g. one shard of C4
     text_field: str = "text"
     max_chars: int | None = None  # read no more text than this (stdlib and hf)
+    sampling: str = "windows"  # calibration only: "windows" of the joined text, or "documents" (the references' C4 way)
+    special_tokens: bool = False  # tokenize with the tokenizer's special tokens (BOS), as the references do
 
 
 def check_source(text: TextSource, role: str) -> None:
+    if text.sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown data.{role}.sampling {text.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
     if text.source not in SOURCES:
         raise ConfigError(f"unknown data.{role}.source {text.source!r}; choose one of {', '.join(SOURCES)}")
     if text.source == "stdlib" and text.split not in CORPUS_SPLITS:
@@ -51,14 +60,22 @@ def check_source(text: TextSource, role: str) -> None:
 
 
 def read_text(text: TextSource) -> str:
+    """The whole text, documents joined by blank lines."""
     if text.source == "stdlib":
         return corpus_text(text.split, max_chars=text.max_chars)
+    return "\n\n".join(read_documents(text))
+
+
+def read_documents(text: TextSource) -> list[str]:
+    """The text as documents: one per file, one per dataset row, one per stdlib paragraph."""
+    if text.source == "stdlib":
+        return corpus_text(text.split, max_chars=text.max_chars).split("\n\n")
     if text.source == "files":
-        return "\n\n".join(Path(path).read_text(encoding="utf-8") for path in text.paths)
-    return _hub_text(text)
+        return [Path(path).read_text(encoding="utf-8") for path in text.paths]
+    return _hub_documents(text)
 
 
-def _hub_text(text: TextSource) -> str:
+def _hub_documents(text: TextSource) -> list[str]:
     try:
         import datasets
     except ImportError:
@@ -76,12 +93,39 @@ def _hub_text(text: TextSource) -> str:
         size += len(parts[-1]) + 2
         if text.max_chars is not None and size >= text.max_chars:
             break
-    joined = "\n\n".join(parts)
-    return joined if text.max_chars is None else joined[: text.max_chars]
+    return parts
 
 
-def tokenize(tokenizer, text: str) -> Tensor:
-    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+def tokenize(tokenizer, text: str, special_tokens: bool = False) -> Tensor:
+    return torch.tensor(tokenizer(text, add_special_tokens=special_tokens)["input_ids"], dtype=torch.long)
+
+
+def document_windows(
+    documents: list[str], tokenizer, context: int, count: int, seed: int, special_tokens: bool = True
+) -> Tensor:
+    """The references' C4 sampling: per window, a random document longer than `context` tokens,
+    then a random window inside it, all from one `random.Random(seed)` stream."""
+    rng = random.Random(seed)
+    windows = []
+    for _ in range(count):
+        for _attempt in range(10_000):
+            ids = tokenizer(documents[rng.randint(0, len(documents) - 1)], add_special_tokens=special_tokens)[
+                "input_ids"
+            ]
+            if len(ids) > context:
+                break
+        else:
+            raise ConfigError(f"no calibration document is longer than {context} tokens; use sampling: windows")
+        start = rng.randint(0, len(ids) - context - 1)
+        windows.append(torch.tensor(ids[start : start + context], dtype=torch.long))
+    return torch.stack(windows)
+
+
+def calibration_set(text: TextSource, tokenizer, context: int, count: int, seed: int) -> Tensor:
+    """The calibration windows a data config describes."""
+    if text.sampling == "documents":
+        return document_windows(read_documents(text), tokenizer, context, count, seed, text.special_tokens)
+    return calibration_windows(tokenize(tokenizer, read_text(text), text.special_tokens), context, count, seed)
 
 
 def calibration_windows(ids: Tensor, context: int, count: int, seed: int) -> Tensor:

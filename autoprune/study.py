@@ -20,7 +20,7 @@ from autoprune.calibration import collect_stats
 from autoprune.components import Compressor, Direction, Scorer
 from autoprune.config import AutopruneConfig, CalibrationConfig
 from autoprune.context import StudyContext
-from autoprune.data import calibration_windows, check_source, evaluation_windows, read_text, tokenize
+from autoprune.data import calibration_set, check_source, evaluation_windows, read_text, tokenize
 from autoprune.errors import AutopruneError, ConfigError
 from autoprune.model import check_model_source, decoder_layout, load_model, model_context
 from autoprune.pareto import pareto_front
@@ -116,14 +116,12 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
 
     started = time.perf_counter()
     context_length = model_context(model, config.model.context)
-    calibration = calibration_windows(
-        tokenize(tokenizer, read_text(config.data.calibration)),
-        context_length,
-        config.data.calib_windows,
-        config.data.seed,
-    )
+    data = config.data
+    calibration = calibration_set(data.calibration, tokenizer, context_length, data.calib_windows, data.seed)
     evaluation = evaluation_windows(
-        tokenize(tokenizer, read_text(config.data.evaluation)), context_length, config.data.eval_windows
+        tokenize(tokenizer, read_text(data.evaluation), data.evaluation.special_tokens),
+        context_length,
+        data.eval_windows,
     )
     seconds["data"].append(time.perf_counter() - started)
     log.info(
