@@ -31,7 +31,8 @@ def nsga3_population(n_trials: int) -> int:
 
 
 _SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
-    "tpe": lambda c: TPESampler(seed=c.seed, n_startup_trials=c.n_startup_trials, multivariate=True),
+    # group=True: TPE models each set of co-occurring parameters jointly, as conditional spaces need
+    "tpe": lambda c: TPESampler(seed=c.seed, n_startup_trials=c.n_startup_trials, multivariate=True, group=True),
     "nsga3": lambda c: NSGAIIISampler(seed=c.seed, population_size=c.population_size or nsga3_population(c.n_trials)),
     "random": lambda c: RandomSampler(seed=c.seed),
 }

@@ -7,6 +7,8 @@ either a constant (`allocation: searched`) or a distribution:
     {low: 0.2, high: 0.8}                   float (add `log: true`, `step: 0.05`)
     {low: 1, high: 4, type: int}            integer
     {..., per_layer: true}                  one independent parameter per decoder block
+    {..., when: {metric: [meta]}}           only sampled when an earlier parameter of the
+                                            same section has one of the listed values
 
 Flat parameter names are `<compressor>.<param>` and `<compressor>.<param>.<layer>`; a sample is
 handed back nested, per compressor, with per-layer families as lists.
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 
 from autoprune.errors import ConfigError
 
-_DISTRIBUTION_KEYS = {"choices", "low", "high", "type", "log", "step", "per_layer"}
+_DISTRIBUTION_KEYS = {"choices", "low", "high", "type", "log", "step", "per_layer", "when"}
 
 
 class Suggester(Protocol):
@@ -47,20 +49,25 @@ class Parameter:
     log: bool = False
     step: float | None = None
     per_layer: bool = False
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (earlier parameter, allowed values)
 
     @property
     def key(self) -> str:
         return f"{self.compressor}.{self.name}"
 
+    def applies(self, sampled: dict[str, Any]) -> bool:
+        return all(sampled.get(name) in allowed for name, allowed in self.when)
+
     def describe(self) -> str:
         if self.kind == "constant":
             return repr(self.value)
         family = " per layer" if self.per_layer else ""
+        condition = "".join(f" when {name} in {list(allowed)}" for name, allowed in self.when)
         if self.kind == "categorical":
-            return f"one of {list(self.choices)}{family}"
+            return f"one of {list(self.choices)}{family}{condition}"
         scale = ", log" if self.log else ""
         step = f", step {self.step}" if self.step else ""
-        return f"{self.kind} in [{self.low}, {self.high}]{scale}{step}{family}"
+        return f"{self.kind} in [{self.low}, {self.high}]{scale}{step}{family}{condition}"
 
     def sample(self, trial: Suggester, key: str) -> Any:
         if self.kind == "constant":
@@ -72,7 +79,19 @@ class Parameter:
         return trial.suggest_float(key, float(self.low), float(self.high), step=self.step, log=self.log)
 
 
-def _parse_parameter(compressor: str, name: str, spec: Any) -> Parameter:
+def _parse_when(where: str, spec: Any, earlier: set[str]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}.when must map earlier parameters to values, e.g. {{metric: [meta]}}")
+    conditions = []
+    for name, allowed in spec.items():
+        if name not in earlier:
+            raise ConfigError(f"{where}.when names {name!r}, which is not a parameter declared before it")
+        values = tuple(allowed) if isinstance(allowed, (list, tuple)) else (allowed,)
+        conditions.append((name, values))
+    return tuple(conditions)
+
+
+def _parse_parameter(compressor: str, name: str, spec: Any, earlier: set[str]) -> Parameter:
     where = f"space.{compressor}.{name}"
     if not isinstance(spec, Mapping):
         return Parameter(compressor, name, "constant", value=spec)
@@ -80,11 +99,12 @@ def _parse_parameter(compressor: str, name: str, spec: Any) -> Parameter:
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_DISTRIBUTION_KEYS)}")
     per_layer = bool(spec.get("per_layer", False))
+    when = _parse_when(where, spec["when"], earlier) if "when" in spec else ()
     if "choices" in spec:
         choices = tuple(spec["choices"])
         if not choices:
             raise ConfigError(f"{where}.choices is empty; list at least one choice")
-        return Parameter(compressor, name, "categorical", choices=choices, per_layer=per_layer)
+        return Parameter(compressor, name, "categorical", choices=choices, per_layer=per_layer, when=when)
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{where} needs either `choices` or both `low` and `high`")
     kind = spec.get("type", "float")
@@ -106,6 +126,7 @@ def _parse_parameter(compressor: str, name: str, spec: Any) -> Parameter:
         log=bool(spec.get("log", False)),
         step=spec.get("step"),
         per_layer=per_layer,
+        when=when,
     )
 
 
@@ -123,7 +144,10 @@ class SearchSpace:
         for compressor, section in space.items():
             if not isinstance(section, Mapping):
                 raise ConfigError(f"space.{compressor} must be a mapping of parameters, got {section!r}")
-            sections[compressor] = [_parse_parameter(compressor, name, spec) for name, spec in section.items()]
+            parameters: list[Parameter] = []
+            for name, spec in section.items():
+                parameters.append(_parse_parameter(compressor, name, spec, {p.name for p in parameters}))
+            sections[compressor] = parameters
         return cls(sections)
 
     def section(self, compressor: str) -> dict[str, Parameter]:
@@ -135,6 +159,8 @@ class SearchSpace:
         for compressor, parameters in self.sections.items():
             values: dict[str, Any] = {}
             for parameter in parameters:
+                if not parameter.applies(values):
+                    continue
                 if parameter.per_layer and parameter.kind != "constant":
                     values[parameter.name] = [
                         parameter.sample(trial, f"{parameter.key}.{layer}") for layer in range(n_layers)

@@ -70,3 +70,48 @@ def test_invalid_entries_are_named(section, message):
 def test_empty_space_is_an_error():
     with pytest.raises(ConfigError, match="search space is empty"):
         SearchSpace.parse({})
+
+
+CONDITIONAL = {
+    "prune": {
+        "metric": {"choices": ["wanda", "meta"]},
+        "pattern": {"choices": ["unstructured", "2:4"]},
+        "sparsity": {"low": 0.2, "high": 0.8, "when": {"pattern": "unstructured"}},
+        "meta_weight_norm": {"choices": ["one", "row_sum"], "when": {"metric": ["meta"]}},
+    }
+}
+
+
+def test_conditional_parameters_are_sampled_only_when_their_condition_holds():
+    space = SearchSpace.parse(CONDITIONAL)
+    fixed = optuna.trial.FixedTrial({"prune.metric": "wanda", "prune.pattern": "2:4"})
+    assert space.sample(fixed, n_layers=2)["prune"] == {"metric": "wanda", "pattern": "2:4"}
+    fixed = optuna.trial.FixedTrial(
+        {
+            "prune.metric": "meta",
+            "prune.pattern": "unstructured",
+            "prune.sparsity": 0.4,
+            "prune.meta_weight_norm": "one",
+        }
+    )
+    sample = space.sample(fixed, n_layers=2)["prune"]
+    assert sample == {"metric": "meta", "pattern": "unstructured", "sparsity": 0.4, "meta_weight_norm": "one"}
+    assert space.describe()["prune"]["meta_weight_norm"] == "one of ['one', 'row_sum'] when metric in ['meta']"
+
+
+def test_a_study_samples_conditional_parameters_only_where_they_apply():
+    space = SearchSpace.parse(CONDITIONAL)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        sample = space.sample(trial, n_layers=2)["prune"]
+        assert ("meta_weight_norm" in sample) == (sample["metric"] == "meta")
+        assert ("sparsity" in sample) == (sample["pattern"] == "unstructured")
+        study.tell(trial, 0.0)
+
+
+def test_conditions_must_name_an_earlier_parameter():
+    with pytest.raises(ConfigError, match="when names 'metric', which is not a parameter declared before it"):
+        SearchSpace.parse(
+            {"prune": {"sparsity": {"low": 0.1, "high": 0.2, "when": {"metric": "meta"}}, "metric": "meta"}}
+        )
