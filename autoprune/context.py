@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
@@ -25,3 +25,4 @@ class StudyContext:
     registry: Registry
     calibration_mode: str = "dense-once"  # or "sequential": compressors collect per block, per trial
     calibration_batch_size: int = 8
+    cache: dict[str, Any] = field(default_factory=dict)  # study-lifetime caches of plugins (e.g. rankings)

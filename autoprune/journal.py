@@ -50,6 +50,19 @@ class Journal:
         self._undo.append(undo)
 
     @torch.no_grad()
+    def zero_columns(self, weight: Tensor, columns: Tensor) -> None:
+        """Zero `weight[i, columns[i, :]]` for every row i, remembering only the removed values.
+
+        `columns` (rows × k, any integer dtype) must stay unchanged until `restore`, typically a
+        view into a cached ranking, so the log needs no mask: faster and smaller than `zero`.
+        """
+        index = columns.long()
+        removed = weight.gather(1, index)
+        self.nbytes += removed.numel() * removed.element_size()
+        weight.scatter_(1, index, 0.0)
+        self._undo.append(torch.no_grad()(lambda: weight.scatter_(1, columns.long(), removed)))
+
+    @torch.no_grad()
     def overwrite(self, tensor: Tensor, values: Tensor) -> None:
         """Replace all of `tensor`'s values (for updates such as SparseGPT's), keeping the old ones."""
         original = tensor.detach().clone()

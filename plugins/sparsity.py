@@ -39,6 +39,16 @@ def n_of_m_mask(score: Tensor, pattern: SparsityPattern) -> Tensor:
     return torch.zeros_like(groups, dtype=torch.bool).scatter_(2, lowest, True).reshape(rows, columns)
 
 
+def row_ranking(score: Tensor) -> Tensor:
+    """Each row's column indices from lowest to highest score, in the narrowest integer type.
+
+    With dense-once statistics a metric's scores are the same in every trial, so this is
+    computed once per study; a trial then prunes the first floor(ratio · columns) of each row.
+    """
+    order = score.argsort(dim=1, stable=True)
+    return order.to(torch.int16 if score.shape[1] <= torch.iinfo(torch.int16).max else torch.int32)
+
+
 def prune_mask(score: Tensor, ratio: float, pattern: SparsityPattern, comparison: str) -> Tensor:
     """The mask for one matrix: N:M groups when the pattern is N:M, else `ratio` per comparison group."""
     return n_of_m_mask(score, pattern) if pattern.is_n_of_m else lowest_scores_mask(score, ratio, comparison)

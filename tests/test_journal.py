@@ -33,3 +33,16 @@ def test_undo_steps_run_in_reverse_order():
     journal.on_undo(lambda: order.append("second"))
     journal.restore()
     assert order == ["second", "first"]
+
+
+def test_zero_columns_then_restore_is_exact_and_keeps_only_the_values():
+    torch.manual_seed(0)
+    weight = torch.randn(64, 300)
+    original = weight.clone()
+    columns = torch.rand(64, 300).argsort(dim=1)[:, :120].to(torch.int16)
+    journal = Journal()
+    journal.zero_columns(weight, columns)
+    assert ((weight == 0).sum(1) == 120).all()
+    assert journal.nbytes == 64 * 120 * 4  # the removed values, no mask
+    journal.restore()
+    assert torch.equal(weight, original)

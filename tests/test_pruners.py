@@ -179,3 +179,19 @@ def test_sequential_mode_calibrates_each_block_on_the_pruned_blocks_before_it(ti
     first, last = tiny_context.layout.linears[0], tiny_context.layout.linears[-1]
     assert all(torch.equal(masks["dense-once"][name], masks["sequential"][name]) for name in first)  # same inputs
     assert not all(torch.equal(masks["dense-once"][name], masks["sequential"][name]) for name in last)
+
+
+def test_cached_rankings_prune_exactly_what_per_row_selection_prunes(tiny_context):
+    from autoprune_plugins.metrics.wanda import Wanda
+    from autoprune_plugins.sparsity import lowest_scores_mask
+
+    expected = {
+        name: lowest_scores_mask(Wanda().score(linear.weight, tiny_context.stats[name]), 0.6, "row")
+        for name, linear in tiny_context.layout.all_linears().items()
+    }
+    counter = GroupCounter()
+    prune = tiny_context.registry.compressor("prune")
+    for _ in range(2):  # the second trial reads the cached rankings
+        run_trial(tiny_context, [prune], [counter], {"prune": {"metric": "wanda", "sparsity": 0.6}})
+        assert all(torch.equal(~counter.kept[name], mask) for name, mask in expected.items())
+    assert tiny_context.cache["prune.rankings"]["key"] == ("wanda", ())

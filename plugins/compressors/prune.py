@@ -15,6 +15,8 @@ inputs as the already-pruned blocks before it produce them.
 from collections.abc import Mapping
 from typing import Any
 
+from torch import Tensor
+
 from autoprune import hookimpl
 from autoprune.calibration import BlockInputs
 from autoprune.components import Compressor, SparsityPattern, StatKind
@@ -22,7 +24,7 @@ from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.registry import Registry
-from autoprune_plugins.sparsity import prune_mask
+from autoprune_plugins.sparsity import prune_mask, row_ranking
 
 MAX_SPARSITY = 0.99  # a block keeps at least 1 % of its weights
 
@@ -34,6 +36,22 @@ def candidates(spec: Any) -> list[Any]:
             return list(spec["choices"])
         return [spec.get("low"), spec.get("high")]
     return [spec]
+
+
+def rankings(context: StudyContext, metric, metric_params: Mapping[str, Any], name: str, linear, stats) -> Tensor:
+    """The metric's per-row ranking of `linear`, cached for the study under dense-once statistics.
+
+    Only the rankings of one metric and parameter set are kept, so switching metrics costs a
+    re-ranking but never accumulates memory (a ranking is half the bytes of a float32 weight).
+    """
+    key = (metric.name, tuple(sorted(metric_params.items())))
+    cache = context.cache.setdefault("prune.rankings", {})
+    if cache.get("key") != key:
+        cache.clear()
+        cache["key"] = key
+    if name not in cache:
+        cache[name] = row_ranking(metric.score(linear.weight, stats, **metric_params))
+    return cache[name]
 
 
 class Prune(Compressor):
@@ -85,6 +103,11 @@ class Prune(Compressor):
                 stats = block_stats[name]
                 if metric.solves:
                     pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
+                elif metric.comparison == "row" and not pattern.is_n_of_m and not sequential:
+                    ranking = rankings(context, metric, metric_params, name, linear, stats)
+                    k = int(linear.weight.shape[1] * ratio)
+                    journal.zero_columns(linear.weight, ranking[:, :k])
+                    pruned += k * linear.weight.shape[0]
                 else:
                     mask = prune_mask(
                         metric.score(linear.weight, stats, **metric_params), ratio, pattern, metric.comparison
