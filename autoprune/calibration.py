@@ -23,11 +23,6 @@ class LinearStats:
     xtx: Tensor | None = None  # Σ_t x_tᵀ x_t, shape (in, in), float32; only when a metric needs it
 
     @property
-    def norm(self) -> Tensor:
-        """‖X_j‖: the L2 norm of input channel j over the calibration tokens (Wanda), float32."""
-        return self.sum_sq.sqrt().float()
-
-    @property
     def scaler_row(self) -> Tensor:
         """Σ_t x_tj² / sequences: the activation statistic of the Wanda, RIA and OptiShear references."""
         return (self.sum_sq / self.samples).float()

@@ -88,8 +88,12 @@ class DecoderLayout:
     """The decoder blocks of a model and the linear sublayers of each, by qualified name."""
 
     blocks: list[nn.Module]
-    block_names: list[str]
+    prefix: str  # qualified name of the ModuleList holding the blocks
     linears: list[dict[str, nn.Linear]]
+
+    @property
+    def block_names(self) -> list[str]:
+        return [f"{self.prefix}.{index}" for index in range(len(self.blocks))]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -130,9 +134,7 @@ def decoder_layout(model: nn.Module) -> DecoderLayout:
             f"(they hold {', '.join(kinds)}); only models built from nn.Linear (OPT, Llama, Mistral, Qwen2, ...) "
             "can be pruned"
         )
-    return DecoderLayout(
-        blocks=list(blocks), block_names=[f"{prefix}.{i}" for i in range(len(blocks))], linears=linears
-    )
+    return DecoderLayout(blocks=list(blocks), prefix=prefix, linears=linears)
 
 
 def model_context(model: nn.Module, configured: int | None) -> int:

@@ -29,7 +29,7 @@ from autoprune.report import format_table
 from autoprune.search import RUN_ID_ATTR, OptunaSearch, check_search
 from autoprune.space import SearchSpace
 from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
-from autoprune.tracking import StudyTracker, flatten
+from autoprune.tracking import StudyTracker, expand_lists, flatten
 from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
@@ -76,9 +76,6 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     if not config.scorers:
         raise ConfigError(f"no scorers are selected; set scorers=[...] ({registry.known_phrase('scorer')})")
     scorers = [registry.scorer(name) for name in config.scorers]
-    objectives = [name for scorer in scorers for name in scorer.objectives]
-    if len(set(objectives)) != len(objectives):
-        raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {objectives}")
     space = SearchSpace.parse(config.space)
     compressors = [registry.compressor(name) for name in space.sections]
     for compressor in compressors:
@@ -98,7 +95,10 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if not _STUDY_NAME.match(study_name):
         raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
-    return Plan(config, resolved, registry, space, compressors, scorers, study_name)
+    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name)
+    if len(set(plan.objectives)) != len(plan.objectives):
+        raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
+    return plan
 
 
 def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
@@ -177,13 +177,7 @@ def _summary(params: dict[str, Any]) -> str:
 
 
 def _numeric_info(info: dict[str, Any]) -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in info.items():
-        if isinstance(value, (list, tuple)):
-            flat.update({f"{key}.{i}": float(v) for i, v in enumerate(value)})
-        elif isinstance(value, (int, float)):
-            flat[key] = float(value)
-    return flat
+    return {key: float(value) for key, value in expand_lists(info).items() if isinstance(value, (int, float))}
 
 
 class _StudyRun:

@@ -30,16 +30,22 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def expand_lists(values: Mapping[str, Any]) -> dict[str, Any]:
+    """List values become one key each, `key.<index>`: MLflow params and metrics are scalars."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            flat.update({f"{key}.{i}": item for i, item in enumerate(value)})
+        else:
+            flat[key] = value
+    return flat
+
+
 def flatten(sample: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Nested per-compressor sample -> flat `compressor.param[.layer]` keys."""
-    flat: dict[str, Any] = {}
-    for compressor, values in sample.items():
-        for name, value in values.items():
-            if isinstance(value, (list, tuple)):
-                flat.update({f"{compressor}.{name}.{i}": item for i, item in enumerate(value)})
-            else:
-                flat[f"{compressor}.{name}"] = value
-    return flat
+    return expand_lists(
+        {f"{compressor}.{name}": value for compressor, values in sample.items() for name, value in values.items()}
+    )
 
 
 @contextmanager

@@ -23,6 +23,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
 from autoprune.corpus import corpus_text
+from autoprune.data import evaluation_windows, tokenize
+from autoprune_plugins.scorers.perplexity import perplexity
 
 PAD, EOS = "<pad>", "</s>"
 
@@ -41,30 +43,12 @@ def train_tokenizer(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS)
 
 
-def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> torch.Tensor:
-    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-
-
 def unigram_perplexity(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int) -> float:
     """Perplexity of an add-one-smoothed unigram model fitted on the training tokens."""
     counts = Counter(train_ids.tolist())
     total = len(train_ids) + vocab_size
     nll = -sum(math.log((counts[t] + 1) / total) for t in test_ids.tolist()) / len(test_ids)
     return math.exp(nll)
-
-
-@torch.no_grad()
-def model_perplexity(model: OPTForCausalLM, ids: torch.Tensor, context: int) -> float:
-    windows = ids[: len(ids) // context * context].view(-1, context)
-    nll, count = 0.0, 0
-    for batch in windows.split(16):
-        logits = model(batch).logits[:, :-1].float()
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        nll += loss.item()
-        count += batch[:, 1:].numel()
-    return math.exp(nll / count)
 
 
 def main() -> None:
@@ -85,7 +69,7 @@ def main() -> None:
     started = time.time()
     train_text = corpus_text("train")
     tokenizer = train_tokenizer(train_text, args.vocab)
-    train_ids, test_ids = encode(tokenizer, train_text), encode(tokenizer, corpus_text("eval"))
+    train_ids, test_ids = tokenize(tokenizer, train_text), tokenize(tokenizer, corpus_text("eval"))
     print(f"corpus: {len(train_ids)} train tokens, {len(test_ids)} test tokens", flush=True)
 
     config = OPTConfig(
@@ -128,7 +112,7 @@ def main() -> None:
     model.eval()
     model = model.half().float()  # measure exactly what the float16 checkpoint holds
     figures = {
-        "test_perplexity": round(model_perplexity(model, test_ids, args.context), 2),
+        "test_perplexity": round(perplexity(model, evaluation_windows(test_ids, args.context, None)), 2),
         "unigram_test_perplexity": round(unigram_perplexity(train_ids, test_ids, len(tokenizer)), 2),
         "train_tokens": len(train_ids),
         "test_tokens": len(test_ids),

@@ -20,7 +20,7 @@ class TwoLinears(nn.Module):
 def test_stats_match_brute_force_sums():
     torch.manual_seed(0)
     model = TwoLinears()
-    layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"first": model.first, "second": model.second}])
+    layout = DecoderLayout(blocks=[model], prefix="blocks", linears=[{"first": model.first, "second": model.second}])
     inputs = torch.randn(5, 7, 4)  # 5 windows of 7 tokens
     stats = collect_stats(model, layout, inputs, {"sum_sq", "xtx"}, batch_size=2)
 
@@ -30,7 +30,7 @@ def test_stats_match_brute_force_sums():
         s = stats[name]
         assert s.count == 35
         assert s.sum.dtype == torch.float64 and torch.allclose(s.sum.float(), x.sum(0), atol=1e-5)
-        assert torch.allclose(s.norm, x.norm(dim=0), atol=1e-5)
+        assert torch.allclose(s.scaler_row.sqrt(), x.norm(dim=0) / 5**0.5, atol=1e-5)  # ‖X_j‖ / √sequences
         assert torch.allclose(s.mean, x.mean(0), atol=1e-5)
         assert torch.allclose(s.variance, x.var(0, unbiased=False), atol=1e-5)
         assert torch.allclose(s.xtx, x.T @ x, atol=1e-4)
@@ -38,7 +38,7 @@ def test_stats_match_brute_force_sums():
 
 def test_xtx_is_only_collected_when_asked():
     model = TwoLinears()
-    layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"first": model.first}])
+    layout = DecoderLayout(blocks=[model], prefix="blocks", linears=[{"first": model.first}])
     stats = collect_stats(model, layout, torch.randn(2, 3, 4), {"sum_sq"})
     assert stats["first"].xtx is None
 

@@ -47,7 +47,7 @@ def layer_and_stats(rows=32, columns=256, tokens=512, seed=0):
     linear = torch.nn.Linear(columns, rows, bias=False)
     x = torch.randn(tokens, 16) @ torch.randn(16, columns) + 0.1 * torch.randn(tokens, columns)
     model = OneLinear(linear)
-    layout = DecoderLayout(blocks=[model], block_names=["0"], linears=[{"0": linear}])
+    layout = DecoderLayout(blocks=[model], prefix="blocks", linears=[{"0": linear}])
     stats = collect_stats(model, layout, x.reshape(8, tokens // 8, columns), {"sum_sq", "xtx"})["0"]
     return linear, stats, x
 
