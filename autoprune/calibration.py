@@ -21,6 +21,10 @@ class LinearStats:
     count: int  # number of tokens
     samples: int  # number of calibration sequences (windows)
     xtx: Tensor | None = None  # Σ_t x_tᵀ x_t, shape (in, in), float32; only when a metric needs it
+    # Σ_t x_tj² (‖a_t‖² − a_ti²) / ‖a_t‖⁴ over the layer's outputs a_t, shape (out, in), float32:
+    # the token weighting of the cosine loss (see the ACE metric); only when a metric needs it
+    cosine: Tensor | None = None
+    cosine_centred: Tensor | None = None  # the same on inputs and outputs centred within each window
 
     @property
     def scaler_row(self) -> Tensor:
@@ -38,42 +42,78 @@ class LinearStats:
         return (self.sum_sq / self.count - mean.square()).clamp_min(0).float()
 
 
+def cosine_weighting(inputs: Tensor, outputs: Tensor) -> Tensor:
+    """Σ_t x_tj² (‖a_t‖² − a_ti²) / ‖a_t‖⁴ for inputs x (tokens × in) and outputs a (tokens × out).
+
+    Tokens whose output is zero carry no direction and count for nothing.
+    """
+    norm_sq = outputs.square().sum(-1, keepdim=True)
+    safe = torch.where(norm_sq > 0, norm_sq, torch.ones_like(norm_sq))
+    weights = torch.where(norm_sq > 0, (norm_sq - outputs.square()) / safe.square(), torch.zeros_like(outputs))
+    return weights.T @ inputs.square()
+
+
+def _centred(tensor: Tensor) -> Tensor:
+    """Subtract each window's mean over its tokens (a 2-D tensor is one window)."""
+    tokens = -2 if tensor.dim() > 2 else 0
+    return tensor - tensor.mean(tokens, keepdim=True)
+
+
 class _Accumulator:
     """Running sums on the model's device in float64 (so variances keep their precision); only
-    the (in,)-sized results move to the CPU. XᵀX accumulates in float32, as SparseGPT does."""
+    the (in,)-sized results move to the CPU. XᵀX accumulates in float32, as SparseGPT does, and
+    so do the (out, in) cosine weightings."""
 
-    def __init__(self, features: int, device: torch.device, with_xtx: bool):
+    def __init__(self, linear: nn.Linear, kinds: set[str]):
+        features, device = linear.in_features, linear.weight.device
         self.sum = torch.zeros(features, dtype=torch.float64, device=device)
         self.sum_sq = torch.zeros(features, dtype=torch.float64, device=device)
-        self.xtx = torch.zeros(features, features, dtype=torch.float32, device=device) if with_xtx else None
+        self.xtx = torch.zeros(features, features, device=device) if "xtx" in kinds else None
+        shape = (linear.out_features, features)
+        self.cosine = torch.zeros(shape, device=device) if "cosine" in kinds else None
+        self.cosine_centred = torch.zeros(shape, device=device) if "cosine_centred" in kinds else None
         self.count = 0
         self.samples = 0
 
-    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+    def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
         self.sum += x.sum(0, dtype=torch.float64)
         self.sum_sq += x.float().square().sum(0, dtype=torch.float64)
         if self.xtx is not None:
             x32 = x.float()
             self.xtx += x32.T @ x32
+        if self.cosine is not None:
+            self.cosine += cosine_weighting(x.float(), output.detach().reshape(-1, output.shape[-1]).float())
+        if self.cosine_centred is not None:
+            centred_x, centred_a = _centred(inputs[0].detach().float()), _centred(output.detach().float())
+            self.cosine_centred += cosine_weighting(
+                centred_x.reshape(-1, x.shape[-1]), centred_a.reshape(-1, output.shape[-1])
+            )
         self.count += x.shape[0]
         self.samples += inputs[0].shape[0] if inputs[0].dim() > 2 else 1
 
     def result(self) -> LinearStats:
-        xtx = None if self.xtx is None else self.xtx.cpu()
+        def cpu(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.cpu()
+
         return LinearStats(
-            sum=self.sum.cpu(), sum_sq=self.sum_sq.cpu(), count=self.count, samples=self.samples, xtx=xtx
+            sum=self.sum.cpu(),
+            sum_sq=self.sum_sq.cpu(),
+            count=self.count,
+            samples=self.samples,
+            xtx=cpu(self.xtx),
+            cosine=cpu(self.cosine),
+            cosine_centred=cpu(self.cosine_centred),
         )
 
 
 @contextmanager
-def _accumulating(linears: dict[str, nn.Linear], kinds: Iterable[str]) -> Iterator[dict[str, _Accumulator]]:
-    """Sum the inputs of `linears` during whatever forward passes run inside the block."""
-    with_xtx = "xtx" in set(kinds)
-    accumulators = {
-        name: _Accumulator(linear.in_features, linear.weight.device, with_xtx) for name, linear in linears.items()
-    }
-    handles = [linear.register_forward_pre_hook(accumulators[name]) for name, linear in linears.items()]
+def accumulating(linears: dict[str, nn.Linear], kinds: Iterable[str]) -> Iterator[dict[str, _Accumulator]]:
+    """Sum the inputs (and, for the cosine kinds, outputs) of `linears` during whatever forward
+    passes run inside the block; `.result()` of each accumulator gives its `LinearStats`."""
+    kinds = set(kinds)
+    accumulators = {name: _Accumulator(linear, kinds) for name, linear in linears.items()}
+    handles = [linear.register_forward_hook(accumulators[name]) for name, linear in linears.items()]
     try:
         yield accumulators
     finally:
@@ -87,11 +127,12 @@ def collect_stats(
 ) -> dict[str, LinearStats]:
     """Run the dense model over the calibration windows once, summing each linear's inputs.
 
-    Sums and sums of squares are always collected (they are cheap); XᵀX only when a metric in
-    the search space asks for it, since it costs in² floats per linear.
+    Sums and sums of squares are always collected (they are cheap); XᵀX and the cosine
+    weightings only when a metric in the search space asks for them, since they cost in² and
+    out·in floats per linear.
     """
     device = next(model.parameters()).device
-    with _accumulating(layout.all_linears(), kinds) as accumulators:
+    with accumulating(layout.all_linears(), kinds) as accumulators:
         for batch in windows.split(batch_size):
             model(batch.to(device), use_cache=False)
     return {name: accumulator.result() for name, accumulator in accumulators.items()}
@@ -141,7 +182,7 @@ class BlockInputs:
 
     def collect(self, index: int, kinds: Iterable[str]) -> dict[str, LinearStats]:
         """Statistics of block `index`'s linears on its current inputs."""
-        with _accumulating(self.layout.linears[index], kinds) as accumulators:
+        with accumulating(self.layout.linears[index], kinds) as accumulators:
             self._run(index)
         return {name: accumulator.result() for name, accumulator in accumulators.items()}
 

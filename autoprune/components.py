@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from autoprune.registry import Registry
 
 Direction = Literal["minimize", "maximize"]
-StatKind = Literal["sum", "sum_sq", "xtx"]
+StatKind = Literal["sum", "sum_sq", "xtx", "cosine", "cosine_centred"]
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ def register_metrics() -> list[PruningMetric]:
 
     A metric is selected by its `name` in the search space (e.g.
     ``space.prune.metric.choices=[wanda]``) and used by the compressors that prune by score.
-    The statistics it `needs` are collected once per study (or per block and trial in
-    sequential calibration mode); the `params` it declares are read from the compressor's space
+    The statistics it `needs` (the `StatKind`s: sum, sum_sq, xtx, cosine, cosine_centred; see
+    `LinearStats`) are collected once per study (or per block and trial in sequential
+    calibration mode); the `params` it declares are read from the compressor's space
     section, so they are searched with everything else. A metric whose pruning also changes
     the surviving weights (SparseGPT, STADE's bias fold) sets `solves` and implements
     `solve(linear, stats, ratio, pattern, journal)`, recording every change in the journal.

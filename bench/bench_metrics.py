@@ -15,7 +15,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-METRICS = ["magnitude", "wanda", "ria", "stade", "meta", "sparsegpt"]
+METRICS = ["magnitude", "wanda", "ria", "stade", "meta", "sparsegpt", "ace_cos", "ace_var", "ace"]
 SETTINGS = [("50%", {"sparsity": 0.5}), ("70%", {"sparsity": 0.7}), ("2:4", {"sparsity": 0.0, "pattern": "2:4"})]
 
 

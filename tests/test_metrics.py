@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from autoprune.calibration import LinearStats
+from autoprune.calibration import LinearStats, accumulating
 from autoprune.components import SparsityPattern
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
+from autoprune_plugins.metrics.ace import CosP, CosVarP, VarP
 from autoprune_plugins.metrics.magnitude import Magnitude
 from autoprune_plugins.metrics.meta import Meta
 from autoprune_plugins.metrics.ria import RIA
@@ -139,3 +140,69 @@ def test_achieved_sparsity_per_group_is_exact():
 def test_bad_patterns_are_refused(text):
     with pytest.raises(ValueError, match="sparsity pattern"):
         SparsityPattern.parse(text)
+
+
+def _brute_force_cosine_losses(
+    linear: torch.nn.Linear, windows: torch.Tensor, centred: bool, fraction: float = 1.0
+) -> torch.Tensor:
+    """Σ_t (1 − cos(a_t, a'_t)) with W_ij scaled down by `fraction` (1: zeroed), for every (i, j), in float64."""
+    weight, bias = linear.weight.detach().double(), linear.bias.detach().double()
+    x = windows.double()
+    if centred:
+        x = x - x.mean(1, keepdim=True)
+        bias = torch.zeros_like(bias)  # centred outputs: the bias cancels
+    dense = x @ weight.T + bias
+    losses = torch.zeros_like(weight)
+    for i in range(weight.shape[0]):
+        for j in range(weight.shape[1]):
+            pruned = dense.clone()
+            pruned[..., i] -= fraction * weight[i, j] * x[..., j]
+            losses[i, j] = (1 - torch.nn.functional.cosine_similarity(dense, pruned, dim=-1)).sum()
+    return losses
+
+
+def _ace_layer(metric):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 12)
+    windows = torch.randn(3, 10, 48) + torch.linspace(-1, 1, 48)  # 3 windows of 10 tokens, non-zero means
+    with accumulating({"layer": linear}, metric.needs) as accumulators:
+        linear(windows)
+    return linear, windows, metric.score(linear.weight.detach(), accumulators["layer"].result()).double()
+
+
+@pytest.mark.parametrize(("metric", "centred"), [(CosP(), False), (VarP(), True)])
+def test_ace_score_is_the_leading_term_of_the_brute_force_cosine_loss(metric, centred):
+    linear, windows, score = _ace_layer(metric)
+    # removing a fraction η of W_ij loses η² · score / 2 of cosine, up to O(η³)
+    eta = 1e-3
+    exact = _brute_force_cosine_losses(linear, windows, centred, fraction=eta)
+    assert torch.allclose(score, 2 * exact / eta**2, rtol=1e-2)
+
+
+@pytest.mark.parametrize(("metric", "centred"), [(CosP(), False), (VarP(), True)])
+def test_ace_ranks_whole_weight_removals_as_the_brute_force_loss_does(metric, centred):
+    linear, windows, score = _ace_layer(metric)
+    exact = _brute_force_cosine_losses(linear, windows, centred)
+    # removing one of 48 inputs turns the output a little: the leading term is close, not exact
+    assert ((score / (2 * exact)) - 1).abs().median() < 0.02
+    agree = prune_mask(score.float(), 0.5, SparsityPattern(), "row") == prune_mask(
+        exact.float(), 0.5, SparsityPattern(), "row"
+    )
+    assert agree.float().mean() > 0.99
+
+
+def test_ace_combines_the_two_losses_and_reduces_to_wanda_for_equal_token_weights():
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(8, 4)
+    with accumulating({"layer": linear}, CosVarP.needs) as accumulators:
+        linear(torch.randn(2, 5, 8))
+    stats = accumulators["layer"].result()
+    weight = linear.weight.detach()
+    assert torch.allclose(CosVarP().score(weight, stats), CosP().score(weight, stats) + VarP().score(weight, stats))
+    # with a constant token weighting, CosP is Wanda's score squared up to a constant
+    uniform = LinearStats(
+        stats.sum, stats.sum_sq, stats.count, stats.samples, cosine=torch.ones(4, 1) * stats.sum_sq.float()
+    )
+    assert torch.allclose(
+        CosP().score(weight, uniform), Wanda().score(weight, stats).square() * stats.samples, rtol=1e-5
+    )
