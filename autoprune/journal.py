@@ -32,7 +32,12 @@ class Journal:
 
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []
+        self._changed: set[int] = set()  # ids of the tensors changed since the last restore
         self.nbytes = 0
+
+    def changed(self, tensor: Tensor) -> bool:
+        """Whether `tensor` was changed through this journal since the last restore."""
+        return id(tensor) in self._changed
 
     @torch.no_grad()
     def zero(self, weight: Tensor, mask: Tensor) -> None:
@@ -48,19 +53,7 @@ class Journal:
 
         weight.masked_fill_(mask, 0)
         self._undo.append(undo)
-
-    @torch.no_grad()
-    def zero_columns(self, weight: Tensor, columns: Tensor) -> None:
-        """Zero `weight[i, columns[i, :]]` for every row i, remembering only the removed values.
-
-        `columns` (rows × k, any integer dtype) must stay unchanged until `restore`, typically a
-        view into a cached ranking, so the log needs no mask: faster and smaller than `zero`.
-        """
-        index = columns.long()
-        removed = weight.gather(1, index)
-        self.nbytes += removed.numel() * removed.element_size()
-        weight.scatter_(1, index, 0.0)
-        self._undo.append(torch.no_grad()(lambda: weight.scatter_(1, columns.long(), removed)))
+        self._changed.add(id(weight))
 
     @torch.no_grad()
     def overwrite(self, tensor: Tensor, values: Tensor) -> None:
@@ -69,12 +62,17 @@ class Journal:
         self.nbytes += original.numel() * original.element_size()
         tensor.copy_(values)
         self._undo.append(torch.no_grad()(lambda: tensor.copy_(original)))
+        self._changed.add(id(tensor))
 
-    def on_undo(self, action: Callable[[], None]) -> None:
-        """Register an arbitrary undo step (for changes other than zeroing, such as removing a layer)."""
+    def on_undo(self, action: Callable[[], None], changes: Tensor | None = None) -> None:
+        """Register an arbitrary undo step (for changes made otherwise, such as removing a layer);
+        `changes` names the tensor the step restores, if any."""
         self._undo.append(action)
+        if changes is not None:
+            self._changed.add(id(changes))
 
     def restore(self) -> None:
         while self._undo:
             self._undo.pop()()
+        self._changed.clear()
         self.nbytes = 0

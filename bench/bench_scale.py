@@ -113,7 +113,7 @@ def main() -> None:
     copy_s, prune_s = statistics.median(copies), statistics.median(prune_steps[1:])
     print(f"one copy of all linear weights: {copy_s:.2f} s", flush=True)
     print(f"Wanda prune step, first (ranks once): {prune_steps[0]:.2f} s", flush=True)
-    print(f"Wanda prune step (50 %):        {prune_s:.2f} s   ratio {prune_s / copy_s:.1f}x  (goal <= 3)", flush=True)
+    print(f"Wanda prune step (50 %):        {prune_s:.2f} s   ratio {prune_s / copy_s:.2f}x  (goal <= 3)", flush=True)
 
     scorers = [registry.scorer("perplexity"), registry.scorer("size")]
     with PeakMemory() as memory:

@@ -39,14 +39,18 @@ def n_of_m_mask(score: Tensor, pattern: SparsityPattern) -> Tensor:
     return torch.zeros_like(groups, dtype=torch.bool).scatter_(2, lowest, True).reshape(rows, columns)
 
 
-def row_ranking(score: Tensor) -> Tensor:
-    """Each row's column indices from lowest to highest score, in the narrowest integer type.
+def row_positions(score: Tensor) -> Tensor:
+    """Each weight's place in its row's ascending order of scores, in the narrowest integer type.
 
-    With dense-once statistics a metric's scores are the same in every trial, so this is
-    computed once per study; a trial then prunes the first floor(ratio · columns) of each row.
+    Pruning the weights whose place is below floor(ratio · columns) removes exactly what
+    `lowest_scores_mask(score, ratio, "row")` removes (ties broken by column, as a stable
+    sort does). With dense-once statistics the places are the same in every trial, so they
+    are computed once per study and a trial only compares them with its k.
     """
     order = score.argsort(dim=1, stable=True)
-    return order.to(torch.int16 if score.shape[1] <= torch.iinfo(torch.int16).max else torch.int32)
+    dtype = torch.int16 if score.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
+    places = torch.arange(score.shape[1], dtype=dtype, device=score.device).expand_as(order)
+    return torch.empty_like(order, dtype=dtype).scatter_(1, order, places)
 
 
 def prune_mask(score: Tensor, ratio: float, pattern: SparsityPattern, comparison: str) -> Tensor:

@@ -37,7 +37,7 @@ def test_plugins_with_autoload_off_lists_none():
     [
         (
             ["space.prune.metric.choices=[wanda,sparsegpt9]"],
-            "unknown metric 'sparsegpt9'; known metrics: magnitude, meta, ria, sparsegpt, stade, wanda",
+            "unknown metric 'sparsegpt9'; known metrics: ace, ace_cos, ace_var, magnitude, meta, ria, sparsegpt, stade, wanda",
         ),
         (["scorers=[perplexity,latency9]"], "unknown scorer 'latency9'; known scorers: perplexity, size"),
         (["search.sampler=cmaes"], "unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),

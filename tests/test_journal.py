@@ -35,14 +35,14 @@ def test_undo_steps_run_in_reverse_order():
     assert order == ["second", "first"]
 
 
-def test_zero_columns_then_restore_is_exact_and_keeps_only_the_values():
-    torch.manual_seed(0)
-    weight = torch.randn(64, 300)
-    original = weight.clone()
-    columns = torch.rand(64, 300).argsort(dim=1)[:, :120].to(torch.int16)
+def test_the_journal_knows_which_tensors_a_trial_changed():
+    first, second, third = torch.ones(4), torch.ones(4), torch.ones(4)
     journal = Journal()
-    journal.zero_columns(weight, columns)
-    assert ((weight == 0).sum(1) == 120).all()
-    assert journal.nbytes == 64 * 120 * 4  # the removed values, no mask
+    journal.zero(first, first > 0)
+    journal.overwrite(second, torch.zeros(4))
+    journal.on_undo(lambda: third.fill_(1), changes=third.fill_(0))
+    assert journal.changed(first) and journal.changed(second) and journal.changed(third)
+    assert not journal.changed(torch.ones(4))
     journal.restore()
-    assert torch.equal(weight, original)
+    assert not (journal.changed(first) or journal.changed(second) or journal.changed(third))
+    assert torch.equal(third, torch.ones(4))

@@ -20,16 +20,18 @@ from transformers import (
 )
 
 from autoprune.calibration import collect_stats
-from autoprune.components import Scorer, SparsityPattern
+from autoprune.components import Compressor, Scorer, SparsityPattern
 from autoprune.context import StudyContext
 from autoprune.journal import Journal
 from autoprune.model import DecoderLayout, decoder_layout
 from autoprune.registry import build_registry
 from autoprune.trial import run_trial
 from autoprune_plugins.metrics.sparsegpt import BLOCK_SIZE, SparseGPT
+from autoprune_plugins.metrics.wanda import Wanda
 from autoprune_plugins.scorers.perplexity import perplexity
+from autoprune_plugins.sparsity import lowest_scores_mask
 
-METRICS = ["magnitude", "wanda", "ria", "stade", "meta", "sparsegpt"]
+METRICS = ["magnitude", "wanda", "ria", "stade", "meta", "sparsegpt", "ace_cos", "ace_var", "ace"]
 
 
 class OneLinear(torch.nn.Module):
@@ -106,7 +108,7 @@ def context_for(model, registry, vocab, context_length=32):
     model.eval().requires_grad_(False)
     layout = decoder_layout(model)
     calibration = torch.randint(0, vocab, (4, context_length))
-    stats = collect_stats(model, layout, calibration, {"sum", "sum_sq", "xtx"})
+    stats = collect_stats(model, layout, calibration, {"sum", "sum_sq", "xtx", "cosine", "cosine_centred"})
     return StudyContext(model, None, layout, calibration, calibration[:2], stats, registry)
 
 
@@ -181,17 +183,48 @@ def test_sequential_mode_calibrates_each_block_on_the_pruned_blocks_before_it(ti
     assert not all(torch.equal(masks["dense-once"][name], masks["sequential"][name]) for name in last)
 
 
-def test_cached_rankings_prune_exactly_what_per_row_selection_prunes(tiny_context):
-    from autoprune_plugins.metrics.wanda import Wanda
-    from autoprune_plugins.sparsity import lowest_scores_mask
-
+def test_cached_places_prune_exactly_what_per_row_selection_prunes(tiny_context):
     expected = {
         name: lowest_scores_mask(Wanda().score(linear.weight, tiny_context.stats[name]), 0.6, "row")
         for name, linear in tiny_context.layout.all_linears().items()
     }
-    counter = GroupCounter()
+    dense = {name: p.clone() for name, p in tiny_context.model.state_dict().items()}
     prune = tiny_context.registry.compressor("prune")
-    for _ in range(2):  # the second trial reads the cached rankings
-        run_trial(tiny_context, [prune], [counter], {"prune": {"metric": "wanda", "sparsity": 0.6}})
-        assert all(torch.equal(~counter.kept[name], mask) for name, mask in expected.items())
-    assert tiny_context.cache["prune.rankings"]["key"] == ("wanda", ())
+    for _ in range(2):  # the second trial reads the cached places
+        journal = Journal()
+        prune.apply(tiny_context, {"metric": "wanda", "sparsity": 0.6}, journal)
+        for name, linear in tiny_context.layout.all_linears().items():
+            assert torch.equal(linear.weight == 0, expected[name])
+        assert journal.nbytes == 0  # undone from the snapshot file, not from memory
+        journal.restore()
+        assert all(torch.equal(dense[name], p) for name, p in tiny_context.model.state_dict().items())
+    assert tiny_context.cache["prune.cached_ranks"].key == ("wanda", ())
+
+
+class Reweigh(Compressor):
+    """Changes the weights before prune does, as a compensation step would."""
+
+    name = "reweigh"
+
+    def apply(self, context, params, journal):
+        generator = torch.Generator().manual_seed(0)
+        for linear in context.layout.all_linears().values():
+            factors = torch.rand(linear.weight.shape, generator=generator) + 0.5
+            journal.overwrite(linear.weight, linear.weight * factors)
+        return {}
+
+
+def test_prune_after_another_compressor_ranks_the_changed_weights(tiny_context):
+    prune = tiny_context.registry.compressor("prune")
+    params = {"metric": "wanda", "sparsity": 0.5}
+    run_trial(tiny_context, [prune], [], {"prune": params})  # the cache now holds the dense model's places
+    dense = {name: p.clone() for name, p in tiny_context.model.state_dict().items()}
+    journal = Journal()
+    Reweigh().apply(tiny_context, {}, journal)
+    changed = {name: linear.weight.clone() for name, linear in tiny_context.layout.all_linears().items()}
+    prune.apply(tiny_context, params, journal)
+    for name, linear in tiny_context.layout.all_linears().items():
+        expected = lowest_scores_mask(Wanda().score(changed[name], tiny_context.stats[name]), 0.5, "row")
+        assert torch.equal(linear.weight == 0, expected)
+    journal.restore()
+    assert all(torch.equal(dense[name], p) for name, p in tiny_context.model.state_dict().items())

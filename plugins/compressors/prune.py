@@ -9,13 +9,12 @@ Its space section (`space.prune`) takes:
     ...         whatever the allocation reads, e.g. `offsets` for `searched`
 The ratio is per decoder block: every linear of a block is pruned to that block's ratio.
 In sequential calibration mode the blocks are pruned in order, each with statistics of its
-inputs as the already-pruned blocks before it produce them.
+inputs as the already-pruned blocks before it produce them. Row-wise metrics under dense-once
+statistics take the fast path of `cached_ranks.py`.
 """
 
 from collections.abc import Mapping
 from typing import Any
-
-from torch import Tensor
 
 from autoprune import hookimpl
 from autoprune.calibration import BlockInputs
@@ -24,7 +23,8 @@ from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.registry import Registry
-from autoprune_plugins.sparsity import prune_mask, row_ranking
+from autoprune_plugins.compressors.cached_ranks import CachedRanks
+from autoprune_plugins.sparsity import prune_mask
 
 MAX_SPARSITY = 0.99  # a block keeps at least 1 % of its weights
 
@@ -36,22 +36,6 @@ def candidates(spec: Any) -> list[Any]:
             return list(spec["choices"])
         return [spec.get("low"), spec.get("high")]
     return [spec]
-
-
-def rankings(context: StudyContext, metric, metric_params: Mapping[str, Any], name: str, linear, stats) -> Tensor:
-    """The metric's per-row ranking of `linear`, cached for the study under dense-once statistics.
-
-    Only the rankings of one metric and parameter set are kept, so switching metrics costs a
-    re-ranking but never accumulates memory (a ranking is half the bytes of a float32 weight).
-    """
-    key = (metric.name, tuple(sorted(metric_params.items())))
-    cache = context.cache.setdefault("prune.rankings", {})
-    if cache.get("key") != key:
-        cache.clear()
-        cache["key"] = key
-    if name not in cache:
-        cache[name] = row_ranking(metric.score(linear.weight, stats, **metric_params))
-    return cache[name]
 
 
 class Prune(Compressor):
@@ -96,6 +80,7 @@ class Prune(Compressor):
         sequential = context.calibration_mode == "sequential"
         if sequential:
             inputs = BlockInputs(context.model, context.layout, context.calibration, context.calibration_batch_size)
+        cacheable = metric.comparison == "row" and not pattern.is_n_of_m and not sequential
         pruned = total = 0
         for index, (block, ratio) in enumerate(zip(context.layout.linears, ratios)):
             block_stats = inputs.collect(index, metric.needs) if sequential else context.stats
@@ -103,11 +88,8 @@ class Prune(Compressor):
                 stats = block_stats[name]
                 if metric.solves:
                     pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
-                elif metric.comparison == "row" and not pattern.is_n_of_m and not sequential:
-                    ranking = rankings(context, metric, metric_params, name, linear, stats)
-                    k = int(linear.weight.shape[1] * ratio)
-                    journal.zero_columns(linear.weight, ranking[:, :k])
-                    pruned += k * linear.weight.shape[0]
+                elif cacheable and not journal.changed(linear.weight):
+                    pruned += CachedRanks.of(context).prune(metric, metric_params, name, linear, stats, ratio, journal)
                 else:
                     mask = prune_mask(
                         metric.score(linear.weight, stats, **metric_params), ratio, pattern, metric.comparison
