@@ -36,7 +36,7 @@ def windows(tokenizer: Any, text: str, context: int, count: int, seed: int = 0) 
 
 def _context(model: nn.Module, calibration: Tensor, kinds: set[str], mode: str, registry: Registry):
     layout = decoder_layout(model)
-    stats = collect_stats(model, layout, calibration, kinds) if mode == "dense-once" else {}
+    stats = collect_stats(model, layout, calibration, kinds) if kinds or mode == "dense-once" else {}
     return StudyContext(model, None, layout, calibration, calibration[:0], stats, registry, mode)
 
 
@@ -50,7 +50,7 @@ def prune(
     mode: str = "sequential",
     **params: Any,
 ) -> dict[str, Any]:
-    """Prune `model` in place, for good; returns what the compressor reports (per-block ratios, sparsity).
+    """Prune `model` in place, for good; returns what the compressor reports (per-unit ratios, sparsity).
 
     `mode` is the calibration mode: "sequential" (each block calibrated on the outputs of the
     already-pruned blocks before it, as the papers prune) or "dense-once" (as search trials do).
@@ -61,7 +61,7 @@ def prune(
     section = {"metric": metric, "sparsity": sparsity, "pattern": pattern, **params}
     compressor = registry.compressor("prune")
     compressor.check(section, registry)
-    context = _context(model, calibration, compressor.stats_needed(section, registry), mode, registry)
+    context = _context(model, calibration, compressor.stats_needed(section, registry, mode), mode, registry)
     return compressor.apply(context, section, Journal())  # the journal is dropped: nothing is undone
 
 

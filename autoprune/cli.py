@@ -49,6 +49,9 @@ def list_plugins() -> str:
     lines = []
     if not registry.autoload:
         lines.append("plugin auto-loading is off (AUTOPRUNE_DISABLE_PLUGIN_AUTOLOAD is set)")
+    every = [(name, entry) for kind in KINDS for name, entry in registry.entries[kind].items()]
+    name_width = max((len(name) for name, _ in every), default=0)
+    plugin_width = max((len(entry.plugin) for _, entry in every), default=0)
     for kind in KINDS:
         entries = registry.entries[kind]
         lines.append(f"{kind}s:")
@@ -56,7 +59,7 @@ def list_plugins() -> str:
             lines.append("  (none)")
         for name in sorted(entries):
             entry = entries[name]
-            lines.append(f"  {name:<16} {entry.plugin:<40} from {entry.distribution}")
+            lines.append(f"  {name:<{name_width}}  {entry.plugin:<{plugin_width}}  from {entry.distribution}")
     return "\n".join(lines)
 
 

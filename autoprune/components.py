@@ -8,7 +8,7 @@ third-party — is a first-class part of the search.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from autoprune.calibration import LinearStats
     from autoprune.context import StudyContext
     from autoprune.journal import Journal
+    from autoprune.model import AllocationUnit, DecoderLayout
     from autoprune.registry import Registry
 
 Direction = Literal["minimize", "maximize"]
@@ -98,13 +99,26 @@ class PruningMetric(ABC):
 
 
 class Allocation(ABC):
-    """Turns a target mean sparsity into one sparsity ratio per decoder block."""
+    """Turns a target mean sparsity into one sparsity ratio per allocation unit.
+
+    A unit is a decoder block or a single linear sublayer, as `space.prune.granularity` says;
+    every linear of a unit is pruned to the unit's ratio. `needs` names the dense-model
+    statistics the allocation reads (collected up front in either calibration mode); `params`
+    names the keys of the compressor's section it reads, validated by `check`.
+    """
 
     name: ClassVar[str]
+    needs: ClassVar[frozenset[StatKind]] = frozenset()
+    params: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    def ratios(self, target: float, context: StudyContext, params: Mapping[str, Any]) -> list[float]:
-        """One ratio per block of `context.layout`; their parameter-weighted mean is `target`."""
+    def ratios(
+        self, target: float, units: Sequence[AllocationUnit], context: StudyContext, params: Mapping[str, Any]
+    ) -> list[float]:
+        """One ratio per unit, each in [0, 0.99], whose mean weighted by the units' sizes is `target`."""
+
+    def check(self, space: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise `ConfigError` if the space section gives this allocation's `params` invalid values."""
 
 
 class Compressor(ABC):
@@ -119,9 +133,22 @@ class Compressor(ABC):
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:  # noqa: B027
         """Raise `ConfigError` if the space section is invalid. Called before the model loads."""
 
-    def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
-        """Calibration statistics the trials of this space will read; collected once per study."""
+    def stats_needed(self, space: Mapping[str, Any], registry: Registry, mode: str) -> set[StatKind]:
+        """Dense-model statistics the trials of this space will read, collected once per study.
+
+        `mode` is the calibration mode: under "sequential" a compressor collects what its
+        metrics read block by block itself, and asks here only for what must come from the
+        dense model (such as an allocation's outlier ratios).
+        """
         return set()
+
+    def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
+        """One line the study logs at start, saying how this section will act on this model ("" for none)."""
+        return ""
+
+    def per_layer_count(self, space: Mapping[str, Any], layout: DecoderLayout) -> int:
+        """How many values a per-layer family of this compressor's section has (default: one per block)."""
+        return len(layout)
 
     @abstractmethod
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:

@@ -62,6 +62,12 @@ class SearchConfig:
 
 
 @dataclass
+class BaselinesConfig:
+    allocations: list[str] = field(default_factory=lambda: ["uniform", "owl"])  # [] = no baselines
+    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.7])  # used when the sparsity is searched
+
+
+@dataclass
 class StudySection:
     name: str | None = None  # null = a fresh name; reuse a name to resume or extend that study
     storage: str = "sqlite:///autoprune.db"
@@ -81,6 +87,7 @@ class AutopruneConfig:
     space: dict[str, Any] = field(default_factory=dict)
     scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"])
     search: SearchConfig = field(default_factory=SearchConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     study: StudySection = field(default_factory=StudySection)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 

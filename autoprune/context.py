@@ -21,7 +21,9 @@ class StudyContext:
     layout: DecoderLayout
     calibration: Tensor  # (windows, context) token ids
     evaluation: Tensor  # (windows, context) token ids
-    stats: dict[str, LinearStats]  # by qualified linear name; empty in sequential mode
+    stats: dict[
+        str, LinearStats
+    ]  # dense model's, by qualified linear name; in sequential mode only what allocations need
     registry: Registry
     calibration_mode: str = "dense-once"  # or "sequential": compressors collect per block, per trial
     calibration_batch_size: int = 8

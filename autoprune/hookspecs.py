@@ -48,10 +48,16 @@ def register_metrics() -> list[PruningMetric]:
 
 @hookspec
 def register_allocations() -> list[Allocation]:
-    """Layerwise sparsity allocations: a target mean sparsity in, one ratio per decoder block out.
+    """Layerwise sparsity allocations: a target mean sparsity in, one ratio per allocation unit out.
 
-    Selected by name with ``space.prune.allocation``; the allocation reads its own parameters
-    (such as per-layer offsets) from the same space section.
+    Selected by name with ``space.prune.allocation``. `ratios(target, units, context, params)`
+    gets the units (`AllocationUnit`: a decoder block, or one linear sublayer when
+    ``space.prune.granularity=linear``, each with its `slot` in the dense model's numbering)
+    and must return ratios in [0, 0.99] whose size-weighted mean is exactly `target`. It reads
+    its own `params` (per-layer offsets, say, indexed by `slot`) from the same space section,
+    validated by `check`; the dense-model statistics it `needs` are collected up front in
+    either calibration mode. Results that depend only on the dense model belong in
+    `context.cache`, computed once per study.
     """
 
 
@@ -60,7 +66,14 @@ def register_compressors() -> list[Compressor]:
     """Compressors: the transformations a trial applies to the model, each undone after scoring.
 
     Each top-level key of the config's `space` names a compressor; its section is that
-    compressor's search space. Compressors run in the order of the keys.
+    compressor's search space. Compressors run in the order of the keys. `apply(context,
+    params, journal)` changes the model in place and records every change in the journal
+    (which also tells later compressors which tensors were changed); a compressor that
+    removes whole blocks swaps the model's ModuleList and `context.layout` (via
+    `DecoderLayout.without`) through `journal.on_undo`. It returns facts to log: scalars become
+    MLflow metrics, lists become per-layer tables (`<compressor>_layers.json`) and plots.
+    `stats_needed` names the calibration statistics to collect up front, `per_layer_count`
+    the length of its per-layer search families, `summary` a line for the study log.
     """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -83,17 +83,46 @@ def load_model(path: str | None, hub_id: str | None, dtype: str, device: str = "
     return model, tokenizer
 
 
+@dataclass(frozen=True)
+class AllocationUnit:
+    """Linears that share one sparsity ratio: a decoder block, or a single linear sublayer.
+
+    `slot` is the unit's place in the dense model's numbering (blocks, or linears in order), so
+    per-layer search parameters keep their meaning when earlier compressors removed blocks.
+    """
+
+    slot: int
+    label: str
+    linears: dict[str, nn.Linear]
+
+    @property
+    def size(self) -> int:
+        return sum(linear.weight.numel() for linear in self.linears.values())
+
+
+GRANULARITIES = ("block", "linear")
+
+
 @dataclass
 class DecoderLayout:
-    """The decoder blocks of a model and the linear sublayers of each, by qualified name."""
+    """The decoder blocks of a model and the linear sublayers of each, by qualified name.
+
+    Names are those of the dense model: after blocks are removed (`without`) the survivors keep
+    their names and slots, so statistics and per-layer parameters still find them.
+    """
 
     blocks: list[nn.Module]
     prefix: str  # qualified name of the ModuleList holding the blocks
     linears: list[dict[str, nn.Linear]]
+    slots: list[int] = field(default_factory=list)  # each block's index in the dense model
+
+    def __post_init__(self) -> None:
+        if not self.slots:
+            self.slots = list(range(len(self.blocks)))
 
     @property
     def block_names(self) -> list[str]:
-        return [f"{self.prefix}.{index}" for index in range(len(self.blocks))]
+        return [f"{self.prefix}.{slot}" for slot in self.slots]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -104,6 +133,32 @@ class DecoderLayout:
     def block_sizes(self) -> list[int]:
         """Number of prunable weights per block (the weights of its linear sublayers)."""
         return [sum(linear.weight.numel() for linear in block.values()) for block in self.linears]
+
+    def without(self, removed: set[int]) -> DecoderLayout:
+        """The layout once the blocks at positions `removed` are gone (names and slots kept)."""
+        keep = [index for index in range(len(self.blocks)) if index not in removed]
+        return DecoderLayout(
+            blocks=[self.blocks[i] for i in keep],
+            prefix=self.prefix,
+            linears=[self.linears[i] for i in keep],
+            slots=[self.slots[i] for i in keep],
+        )
+
+    def units(self, granularity: str) -> list[AllocationUnit]:
+        """Allocation units: one per block, or one per linear sublayer (numbered as in the dense model)."""
+        if granularity == "block":
+            return [
+                AllocationUnit(slot, name, linears)
+                for slot, name, linears in zip(self.slots, self.block_names, self.linears)
+            ]
+        if granularity == "linear":
+            per_block = len(self.linears[0]) if self.linears else 0
+            return [
+                AllocationUnit(slot * per_block + position, name, {name: linear})
+                for slot, linears in zip(self.slots, self.linears)
+                for position, (name, linear) in enumerate(linears.items())
+            ]
+        raise ConfigError(f"unknown granularity {granularity!r}; use one of {', '.join(GRANULARITIES)}")
 
 
 def decoder_layout(model: nn.Module) -> DecoderLayout:

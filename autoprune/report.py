@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
@@ -57,3 +58,42 @@ def pareto_figure(
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def layers_figure(layers: Mapping[int, Mapping[str, Sequence[Any]]], title: str = ""):
+    """One panel per numeric per-layer value (e.g. prune.ratio), one line per trial, layers along x.
+
+    A string list of the same compressor (e.g. prune.unit) labels the x axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(layers.values()))
+    numeric = [key for key, values in first.items() if all(isinstance(v, (int, float)) for v in values)]
+    figure, axes = plt.subplots(len(numeric), 1, figsize=(9, 3.2 * len(numeric)), squeeze=False)
+    for axis, key in zip(axes[:, 0], numeric):
+        compressor = key.partition(".")[0]
+        for trial, values in sorted(layers.items()):
+            if key in values:
+                axis.plot(range(len(values[key])), values[key], "o-", ms=3, label=f"trial {trial}")
+        labels = next(
+            (v for k, v in first.items() if k.startswith(f"{compressor}.") and all(isinstance(x, str) for x in v)), None
+        )
+        if labels is not None and len(labels) == len(first[key]):
+            axis.set_xticks(range(len(labels)), _short_labels(labels), rotation=90, fontsize=7)
+        axis.set_ylabel(key)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=4)
+    axes[-1, 0].set_xlabel("layer")
+    figure.suptitle(f"{title}: per-layer values of the Pareto set")
+    figure.tight_layout()
+    return figure
+
+
+def _short_labels(labels: Sequence[str]) -> list[str]:
+    """Drop the dotted prefix all labels share: model.decoder.layers.3.fc1 -> 3.fc1."""
+    common = os.path.commonprefix(list(labels))
+    cut = common.rfind(".") + 1 if len(labels) > 1 else 0
+    return [label[cut:] for label in labels]

@@ -8,8 +8,8 @@ so another backend (Ray Tune) can drive the same trials.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -23,6 +23,8 @@ from autoprune.space import SearchSpace
 
 OBJECTIVES_ATTR = "autoprune.objectives"
 RUN_ID_ATTR = "mlflow_run_id"
+BASELINE_ATTR = "autoprune.baseline"  # {"name": ..., "overrides": {compressor: {param: value}}}
+LAYERS_ATTR = "autoprune.layers"  # the per-layer lists a trial's compressors reported, e.g. prune.ratio
 
 
 def nsga3_population(n_trials: int) -> int:
@@ -57,11 +59,22 @@ def check_search(search: SearchConfig) -> None:
 
 
 @dataclass
+class Baseline:
+    """A fixed configuration every new study evaluates before the sampler proposes anything."""
+
+    name: str
+    params: dict[str, Any]  # values of sampled parameters (flat keys), enqueued in Optuna
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # values of constants, by compressor
+
+
+@dataclass
 class CompletedTrial:
     number: int
     values: list[float]
     params: dict[str, Any]
     run_id: str | None
+    baseline: str | None = None
+    layers: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class OptunaSearch:
@@ -105,18 +118,42 @@ class OptunaSearch:
             self.study.tell(trial.number, state=TrialState.FAIL)
         return stale
 
-    def ask(self, space: SearchSpace, n_layers: int) -> tuple[optuna.Trial, dict[str, dict[str, Any]]]:
+    def ask(self, space: SearchSpace, layers: Mapping[str, int]) -> tuple[optuna.Trial, dict[str, dict[str, Any]]]:
+        """The next trial and its sample; an enqueued baseline comes first, with its overrides applied."""
         trial = self.study.ask()
-        return trial, space.sample(trial, n_layers)
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
+        return trial, space.sample(trial, layers, baseline["overrides"] if baseline else None)
 
-    def tell(self, trial: optuna.Trial, values: dict[str, float] | None) -> None:
+    def enqueue_baselines(self, baselines: Sequence[Baseline], budget: int) -> list[Baseline]:
+        """Queue the baselines ahead of the sampler, at most `budget` of them, once: only a study
+        without any trial gets them. Returns those queued."""
+        if self.study.get_trials(deepcopy=False):
+            return []
+        baselines = list(baselines)[:budget]
+        for baseline in baselines:
+            attrs = {"name": baseline.name, "overrides": baseline.overrides}
+            self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: attrs})
+        return baselines
+
+    def tell(
+        self, trial: optuna.Trial, values: dict[str, float] | None, layers: Mapping[str, list[Any]] | None = None
+    ) -> None:
         if values is None:
             self.study.tell(trial, state=TrialState.FAIL)
-        else:
-            self.study.tell(trial, [values[name] for name in self.objectives])
+            return
+        if layers:
+            trial.set_user_attr(LAYERS_ATTR, dict(layers))
+        self.study.tell(trial, [values[name] for name in self.objectives])
 
     def completed(self) -> list[CompletedTrial]:
         return [
-            CompletedTrial(t.number, list(t.values), dict(t.params), t.user_attrs.get(RUN_ID_ATTR))
+            CompletedTrial(
+                t.number,
+                list(t.values),
+                dict(t.params),
+                t.user_attrs.get(RUN_ID_ATTR),
+                (t.user_attrs.get(BASELINE_ATTR) or {}).get("name"),
+                t.user_attrs.get(LAYERS_ATTR, {}),
+            )
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ]

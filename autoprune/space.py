@@ -6,7 +6,8 @@ either a constant (`allocation: searched`) or a distribution:
     {choices: [magnitude, wanda]}           categorical
     {low: 0.2, high: 0.8}                   float (add `log: true`, `step: 0.05`)
     {low: 1, high: 4, type: int}            integer
-    {..., per_layer: true}                  one independent parameter per decoder block
+    {..., per_layer: true}                  one independent parameter per layer (per allocation
+                                            unit for prune: block or linear sublayer)
     {..., when: {metric: [meta]}}           only sampled when an earlier parameter of the
                                             same section has one of the listed values
 
@@ -153,21 +154,37 @@ class SearchSpace:
     def section(self, compressor: str) -> dict[str, Parameter]:
         return {parameter.name: parameter for parameter in self.sections[compressor]}
 
-    def sample(self, trial: Suggester, n_layers: int) -> dict[str, dict[str, Any]]:
-        """Draw one value per parameter from the backend; per-layer families become lists."""
+    def sample(
+        self,
+        trial: Suggester,
+        layers: Mapping[str, int],
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Draw one value per parameter from the backend; per-layer families become lists.
+
+        `layers` gives each compressor's per-layer family length. `overrides` fixes values
+        without asking the backend (a baseline's allocation, say): parameters whose `when`
+        no longer holds under them are then not sampled at all. With overrides, only the
+        sections they name are sampled: a baseline runs its own compressor alone.
+        """
         sample: dict[str, dict[str, Any]] = {}
         for compressor, parameters in self.sections.items():
+            if overrides is not None and compressor not in overrides:
+                continue
+            fixed = (overrides or {}).get(compressor, {})
             values: dict[str, Any] = {}
             for parameter in parameters:
                 if not parameter.applies(values):
                     continue
-                if parameter.per_layer and parameter.kind != "constant":
+                if parameter.name in fixed:
+                    values[parameter.name] = fixed[parameter.name]
+                elif parameter.per_layer and parameter.kind != "constant":
                     values[parameter.name] = [
-                        parameter.sample(trial, f"{parameter.key}.{layer}") for layer in range(n_layers)
+                        parameter.sample(trial, f"{parameter.key}.{layer}") for layer in range(layers[compressor])
                     ]
                 else:
                     values[parameter.name] = parameter.sample(trial, parameter.key)
-            sample[compressor] = values
+            sample[compressor] = {**fixed, **values}
         return sample
 
     def describe(self) -> dict[str, dict[str, str]]:

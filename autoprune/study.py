@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
+from autoprune.baselines import build_baselines
 from autoprune.calibration import collect_stats
 from autoprune.components import Compressor, Direction, Scorer
 from autoprune.config import AutopruneConfig, CalibrationConfig
@@ -26,7 +27,7 @@ from autoprune.model import check_model_source, decoder_layout, load_model, mode
 from autoprune.pareto import pareto_front
 from autoprune.registry import Registry, build_registry
 from autoprune.report import format_table
-from autoprune.search import RUN_ID_ATTR, OptunaSearch, check_search
+from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Baseline, OptunaSearch, check_search
 from autoprune.space import SearchSpace
 from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
 from autoprune.tracking import StudyTracker, expand_lists, flatten
@@ -49,6 +50,7 @@ class Plan:
     compressors: list[Compressor]
     scorers: list[Scorer]
     study_name: str
+    baselines: list[Baseline] = field(default_factory=list)
 
     @property
     def objectives(self) -> list[str]:
@@ -95,7 +97,13 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if not _STUDY_NAME.match(study_name):
         raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
-    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name)
+    for allocation in config.baselines.allocations:
+        try:
+            registry.allocation(allocation)
+        except ConfigError as error:
+            raise ConfigError(f"baselines.allocations: {error}") from None
+    baselines = build_baselines(space, config.baselines)
+    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name, baselines)
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
     return plan
@@ -132,15 +140,23 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
     started = time.perf_counter()
     settings = config.calibration
     if settings.mode == "sequential":
-        stats = {}
         log.info("calibration: sequential, each trial collects every block's statistics after pruning the ones before")
-    else:
-        kinds = set().union(*(c.stats_needed(config.space[c.name], plan.registry) for c in plan.compressors))
-        stats = _calibration_stats(model, layout, calibration, kinds, settings)
+    kinds = set().union(
+        *(c.stats_needed(config.space[c.name], plan.registry, settings.mode) for c in plan.compressors),
+        *(plan.registry.allocation(a).needs for a in _baseline_allocations(plan)),
+    )
+    dense_stats = kinds or settings.mode == "dense-once"
+    stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
     seconds["calibration"].append(time.perf_counter() - started)
     return StudyContext(
         model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
     )
+
+
+def _baseline_allocations(plan: Plan) -> set[str]:
+    """Allocations of the baselines that fit the trial budget (those a new study queues)."""
+    fitting = plan.baselines[: plan.config.search.n_trials]
+    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in fitting}
 
 
 def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):
@@ -187,6 +203,14 @@ class _StudyRun:
         self.plan, self.search, self.tracker, self.context, self.seconds = plan, search, tracker, context, seconds
         self.ran = self.failures = 0
         self.last_error = ""
+        # per-layer family lengths, from the dense layout (compressors may shrink it within a trial)
+        self.layers: dict[str, int] = {}
+        for compressor in plan.compressors if context else []:
+            section = plan.config.space[compressor.name]
+            self.layers[compressor.name] = compressor.per_layer_count(section, context.layout)
+            summary = compressor.summary(section, context.layout)
+            if summary:
+                log.info(f"{compressor.name}: {summary}")
 
     def _timed(self, phase: str, action, *args):
         started = time.perf_counter()
@@ -196,12 +220,15 @@ class _StudyRun:
 
     def one_trial(self, done: int) -> bool:
         """Ask, run, record one trial; True if it completed. Failures are recorded, not raised."""
-        trial, sample = self._timed("sampler", self.search.ask, self.plan.space, len(self.context.layout))
-        run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample))
+        trial, sample = self._timed("sampler", self.search.ask, self.plan.space, self.layers)
+        baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
+        tags = {"autoprune.baseline": baseline} if baseline else {}
+        run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample), tags)
         self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
         self.ran += 1
         try:
-            result = run_trial(self.context, self.plan.compressors, self.plan.scorers, sample)
+            compressors = [c for c in self.plan.compressors if c.name in sample]  # a baseline runs prune alone
+            result = run_trial(self.context, compressors, self.plan.scorers, sample)
         except KeyboardInterrupt:
             self.search.tell(trial, None)
             self.tracker.mark_killed(run_id)
@@ -215,15 +242,16 @@ class _StudyRun:
             return False
         for phase, value in result.seconds.items():
             self.seconds[phase].append(value)
-        self._timed("sampler", self.search.tell, trial, result.values)
+        layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
+        self._timed("sampler", self.search.tell, trial, result.values, layers)
         metrics = {**result.values, **_numeric_info(result.info)}
         metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
-        self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics)
+        self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
         values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
         elapsed = result.seconds["compress"] + result.seconds["score"]
+        label = f"baseline {baseline}" if baseline else _summary(trial.params)
         log.info(
-            f"trial {trial.number:3d} [{done + 1}/{self.plan.config.search.n_trials}]  {values}  "
-            f"{_summary(trial.params)}  ({elapsed:.1f}s)"
+            f"trial {trial.number:3d} [{done + 1}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
         )
         return True
 
@@ -276,6 +304,10 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
     log.info(f"study {plan.study_name} (resume or extend it with study.name={plan.study_name})")
 
     search = OptunaSearch(config.search, plan.study_name, config.study.storage, plan.objectives, plan.directions)
+    queued = search.enqueue_baselines(plan.baselines, config.search.n_trials)
+    if queued:
+        names = ", ".join(baseline.name for baseline in queued)
+        log.info(f"baselines: {len(queued)} of {len(plan.baselines)} queued ahead of the sampler: {names}")
     done = search.count_complete()
     missing = config.search.n_trials - done
     # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
@@ -304,12 +336,22 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
 
     started = time.perf_counter()
     completed = search.completed()
-    rows = [{"trial": t.number, **dict(zip(plan.objectives, t.values)), **t.params} for t in completed]
+    marked = any(t.baseline for t in completed)
+    rows = [
+        {
+            "trial": t.number,
+            **dict(zip(plan.objectives, t.values)),
+            **({"baseline": t.baseline or "-"} if marked else {}),
+            **t.params,
+        }
+        for t in completed
+    ]
     front = pareto_front({t.number: t.values for t in completed}, plan.directions)
     stopped = run.failures >= max_failures
     run_ids = {t.number: t.run_id for t in completed if t.run_id}
+    layers = {t.number: t.layers for t in completed if t.layers}
     tracker.finish_study(
-        rows, front, plan.objectives, plan.directions, run_ids, status="FAILED" if stopped else "FINISHED"
+        rows, front, plan.objectives, plan.directions, run_ids, layers, status="FAILED" if stopped else "FINISHED"
     )
     seconds["tracking_once"].append(time.perf_counter() - started)
     seconds["total"].append(time.perf_counter() - study_started)

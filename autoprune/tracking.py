@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from autoprune.components import Direction
-from autoprune.report import pareto_figure
+from autoprune.report import layers_figure, pareto_figure
 
 log = logging.getLogger("autoprune")
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
@@ -46,6 +46,15 @@ def flatten(sample: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return expand_lists(
         {f"{compressor}.{name}": value for compressor, values in sample.items() for name, value in values.items()}
     )
+
+
+def per_compressor_tables(layers: Mapping[str, list[Any]]) -> dict[str, dict[str, list[Any]]]:
+    """Group `compressor.key` lists into one table per compressor (its lists share a length)."""
+    tables: dict[str, dict[str, list[Any]]] = {}
+    for key, values in layers.items():
+        compressor, _, column = key.partition(".")
+        tables.setdefault(compressor, {})[column] = values
+    return tables
 
 
 @contextmanager
@@ -121,8 +130,16 @@ class StudyTracker:
         return run.info.run_id
 
     def end_trial(
-        self, run_id: str, state: str, metrics: Mapping[str, float] | None = None, error: str | None = None
+        self,
+        run_id: str,
+        state: str,
+        metrics: Mapping[str, float] | None = None,
+        error: str | None = None,
+        layers: Mapping[str, list[Any]] | None = None,
     ) -> None:
+        """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per compressor."""
+        for compressor, table in per_compressor_tables(layers or {}).items():
+            self._log_table(run_id, table, f"{compressor}_layers.json")
         timestamp = _now_ms()
         tags = [RunTag("state", state)] + ([RunTag("error", error[:4000])] if error else [])
         self.client.log_batch(
@@ -145,9 +162,11 @@ class StudyTracker:
         objectives: Sequence[str],
         directions: Sequence[Direction],
         run_ids: Mapping[int, str],
+        layers: Mapping[int, Mapping[str, list[Any]]],
         status: str = "FINISHED",
     ) -> None:
-        """Pareto table, plot and tags; summary metrics on the parent; close the parent run."""
+        """Pareto table, plots (objectives; per-layer values such as the sparsity ratios of the
+        Pareto trials) and tags; summary metrics on the parent; close the parent run."""
         on_front = set(front)
         for number, run_id in run_ids.items():
             with _unless_run_is_gone():
@@ -156,14 +175,11 @@ class StudyTracker:
         if front_rows:
             columns = list(dict.fromkeys(key for row in front_rows for key in row))  # a resumed study may add keys
             table = {column: [row.get(column) for row in front_rows] for column in columns}
-            with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion
-                warnings.simplefilter("ignore")
-                self.client.log_table(self.parent_id, table, "pareto.json")
-            figure = pareto_figure(rows, front, objectives, directions, title=self.study_name)
-            self.client.log_figure(self.parent_id, figure, "pareto.png")
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
+            self._log_table(self.parent_id, table, "pareto.json")
+            self._log_figure(pareto_figure(rows, front, objectives, directions, title=self.study_name), "pareto.png")
+            front_layers = {number: layers[number] for number in front if layers.get(number)}
+            if front_layers:
+                self._log_figure(layers_figure(front_layers, title=self.study_name), "pareto_layers.png")
         timestamp = _now_ms()
         summary = {"n_complete": len(rows), "pareto_size": len(front_rows)}
         for objective, direction in zip(objectives, directions):
@@ -174,6 +190,17 @@ class StudyTracker:
             self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in summary.items()]
         )
         self.client.set_terminated(self.parent_id, status=status)
+
+    def _log_table(self, run_id: str, table: Mapping[str, list[Any]], name: str) -> None:
+        with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion
+            warnings.simplefilter("ignore")
+            self.client.log_table(run_id, dict(table), name)
+
+    def _log_figure(self, figure, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.parent_id, figure, name)
+        plt.close(figure)
 
     def abort_study(self) -> None:
         if self.parent_id:

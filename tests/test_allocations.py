@@ -1,8 +1,11 @@
-"""Layerwise allocations: the searched one hits the requested mean exactly."""
+"""Layerwise allocations: every one hits the requested mean exactly, and each follows its paper."""
 
 import pytest
+import torch
 
-from autoprune_plugins.allocations.searched import MAX_RATIO, renormalise
+from autoprune_plugins.allocations.exact_mean import MAX_RATIO, renormalise, weighted_mean
+from autoprune_plugins.allocations.mrp import redundancy
+from autoprune_plugins.allocations.outliers import outlier_fraction
 
 
 @pytest.mark.parametrize("target", [0.2, 0.5, 0.8])
@@ -28,9 +31,80 @@ def test_zero_offsets_are_uniform():
 
 def test_uniform_and_searched_plugins_on_the_embedded_model(tiny_context):
     registry = tiny_context.registry
-    n = len(tiny_context.layout)
-    assert registry.allocation("uniform").ratios(0.6, tiny_context, {}) == [0.6] * n
-    ratios = registry.allocation("searched").ratios(0.6, tiny_context, {"offsets": [0.05 * (i % 2) for i in range(n)]})
-    sizes = tiny_context.layout.block_sizes()
-    assert sum(r * s for r, s in zip(ratios, sizes)) / sum(sizes) == pytest.approx(0.6, abs=1e-12)
+    units = tiny_context.layout.units("block")
+    n = len(units)
+    assert registry.allocation("uniform").ratios(0.6, units, tiny_context, {}) == [0.6] * n
+    offsets = [0.05 * (i % 2) for i in range(n)]
+    ratios = registry.allocation("searched").ratios(0.6, units, tiny_context, {"offsets": offsets})
+    assert weighted_mean(ratios, [u.size for u in units]) == pytest.approx(0.6, abs=1e-12)
     assert ratios[1] > ratios[0]
+
+
+def test_owl_follows_the_reference_formula_on_blocks(tiny_context):
+    units = tiny_context.layout.units("block")
+    ratios = tiny_context.registry.allocation("owl").ratios(0.7, units, tiny_context, {})
+    # by hand: outlier fraction per block, min-max scaled to [0, 2λ], centred, subtracted from s
+    outliers = []
+    for unit in units:
+        scores = torch.cat(
+            [
+                (linear.weight.abs() * tiny_context.stats[name].scaler_row.sqrt()).reshape(-1)
+                for name, linear in unit.linears.items()
+            ]
+        )
+        outliers.append(float((scores > 5 * scores.mean()).float().mean()))
+    low, high = min(outliers), max(outliers)
+    scaled = [0.16 * (d - low) / (high - low) for d in outliers]
+    expected = [0.7 - (x - sum(scaled) / len(scaled)) for x in scaled]
+    assert ratios == pytest.approx(expected, abs=1e-6)
+    assert max(ratios) - min(ratios) == pytest.approx(0.16, abs=1e-6)  # the spread is 2λ
+    assert outliers.index(max(outliers)) == ratios.index(min(ratios))  # most outliers, least pruning
+    assert weighted_mean(ratios, [u.size for u in units]) == pytest.approx(0.7, abs=1e-9)
+
+
+def test_owl_per_linear_keeps_the_exact_weighted_mean(tiny_context):
+    units = tiny_context.layout.units("linear")
+    assert len(units) == len(tiny_context.layout.all_linears())
+    owl = tiny_context.registry.allocation("owl")
+    ratios = owl.ratios(0.6, units, tiny_context, {"owl_lambda": 0.1, "owl_m": 3})
+    assert weighted_mean(ratios, [u.size for u in units]) == pytest.approx(0.6, abs=1e-9)
+    assert len(set(round(r, 6) for r in ratios)) > 2
+    assert outlier_fraction(tiny_context, units[0], 3.0) > outlier_fraction(tiny_context, units[0], 5.0)
+
+
+def test_optishear_takes_one_of_three_levels_per_block(tiny_context):
+    units = tiny_context.layout.units("block")
+    steps = [-1, 1] * (len(units) // 2)
+    ratios = tiny_context.registry.allocation("optishear").ratios(0.5, units, tiny_context, {"steps": steps})
+    assert ratios == pytest.approx([0.5 + 0.05 * step for step in steps], abs=1e-9)  # equal blocks: no shift
+    lopsided = tiny_context.registry.allocation("optishear").ratios(
+        0.5, units, tiny_context, {"steps": [1] * len(units)}
+    )
+    assert lopsided == pytest.approx([0.5] * len(units), abs=1e-9)  # the exact mean pulls them back
+
+
+def test_redundancy_is_the_non_outlier_ratio_of_the_kept_scores():
+    scores = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 100.0], dtype=torch.float64)
+    prefix = scores.cumsum(0)
+    # all 10 kept: mean 11.8, threshold 2 · 11.8 = 23.6, 9 of 10 below
+    assert redundancy(scores, prefix, 0.0, 2.0) == pytest.approx(0.9)
+    # lowest 8 pruned: kept {10, 100}, mean 55, threshold 110: both below
+    assert redundancy(scores, prefix, 0.8, 2.0) == pytest.approx(1.0)
+
+
+def test_mrp_prunes_redundant_units_more_and_hits_the_mean(tiny_context):
+    units = tiny_context.layout.units("block")
+    mrp = tiny_context.registry.allocation("mrp")
+    ratios = mrp.ratios(0.6, units, tiny_context, {})
+    assert weighted_mean(ratios, [u.size for u in units]) == pytest.approx(0.6, abs=1e-9)
+    assert all(0 <= r <= MAX_RATIO for r in ratios)
+    assert max(ratios) - min(ratios) > 0.02  # not uniform: the units differ in redundancy
+    assert mrp.ratios(0.6, units, tiny_context, {}) == ratios  # deterministic
+
+
+def test_granularity_names_which_linears_share_a_ratio(tiny_context):
+    blocks, linears = tiny_context.layout.units("block"), tiny_context.layout.units("linear")
+    assert [unit.slot for unit in blocks] == list(range(len(tiny_context.layout)))
+    assert [unit.slot for unit in linears] == list(range(len(linears)))
+    assert sum(unit.size for unit in blocks) == sum(unit.size for unit in linears)
+    assert all(len(unit.linears) == 1 for unit in linears)

@@ -51,6 +51,17 @@ def test_plugins_with_autoload_off_lists_none():
         (["model.path=/no/such/model"], "model.path '/no/such/model' is not a directory; set model.path=<local dir>"),
         (["model=gpt9"], "Could not find 'model/gpt9'; available options: opt-1.3b, tiny"),
         (["modle.path=x"], "unknown config key 'modle'"),
+        (
+            ["space.prune.allocation=owll"],
+            "unknown allocation 'owll'; known allocations: mrp, optishear, owl, searched",
+        ),
+        (["baselines.allocations=[uniform,owl2]"], "baselines.allocations: unknown allocation 'owl2'"),
+        (["space.prune.granularity=row"], "space.prune.granularity must be one of block, linear, got 'row'"),
+        (
+            ["space.prune.allocation=owl", "+space.prune.owl_lambda=-1"],
+            "space.prune.owl_lambda must be a positive number",
+        ),
+        (["space=layers", "space.remove_layers.count=1.5"], "space.remove_layers.count takes whole numbers"),
     ],
 )
 def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):

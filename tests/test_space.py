@@ -20,7 +20,7 @@ SPACE = {
 def test_sample_expands_per_layer_families_and_keeps_constants():
     space = SearchSpace.parse(SPACE)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
-    sample = space.sample(trial, n_layers=4)["prune"]
+    sample = space.sample(trial, {"prune": 4})["prune"]
     assert sample["metric"] in ("magnitude", "wanda")
     assert 0.2 <= sample["sparsity"] <= 0.8
     assert sample["allocation"] == "searched"
@@ -39,7 +39,7 @@ def test_fixed_trial_reproduces_a_sample():
         "prune.blocks": 2,
         **{f"prune.offsets.{i}": 0.01 * i for i in range(2)},
     }
-    sample = space.sample(optuna.trial.FixedTrial(params), n_layers=2)["prune"]
+    sample = space.sample(optuna.trial.FixedTrial(params), {"prune": 2})["prune"]
     assert sample == {"metric": "wanda", "sparsity": 0.5, "allocation": "searched", "offsets": [0.0, 0.01], "blocks": 2}
 
 
@@ -85,7 +85,7 @@ CONDITIONAL = {
 def test_conditional_parameters_are_sampled_only_when_their_condition_holds():
     space = SearchSpace.parse(CONDITIONAL)
     fixed = optuna.trial.FixedTrial({"prune.metric": "wanda", "prune.pattern": "2:4"})
-    assert space.sample(fixed, n_layers=2)["prune"] == {"metric": "wanda", "pattern": "2:4"}
+    assert space.sample(fixed, {"prune": 2})["prune"] == {"metric": "wanda", "pattern": "2:4"}
     fixed = optuna.trial.FixedTrial(
         {
             "prune.metric": "meta",
@@ -94,7 +94,7 @@ def test_conditional_parameters_are_sampled_only_when_their_condition_holds():
             "prune.meta_weight_norm": "one",
         }
     )
-    sample = space.sample(fixed, n_layers=2)["prune"]
+    sample = space.sample(fixed, {"prune": 2})["prune"]
     assert sample == {"metric": "meta", "pattern": "unstructured", "sparsity": 0.4, "meta_weight_norm": "one"}
     assert space.describe()["prune"]["meta_weight_norm"] == "one of ['one', 'row_sum'] when metric in ['meta']"
 
@@ -104,7 +104,7 @@ def test_a_study_samples_conditional_parameters_only_where_they_apply():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()
-        sample = space.sample(trial, n_layers=2)["prune"]
+        sample = space.sample(trial, {"prune": 2})["prune"]
         assert ("meta_weight_norm" in sample) == (sample["metric"] == "meta")
         assert ("sparsity" in sample) == (sample["pattern"] == "unstructured")
         study.tell(trial, 0.0)

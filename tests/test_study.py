@@ -36,19 +36,24 @@ def optuna_trials(tmp_path, study):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One default-shaped study (TPE, magnitude/wanda, searched offsets), shared by the MLflow checks."""
+    """One default-shaped study (TPE, magnitude/wanda, searched offsets) that starts with four
+    baselines (uniform and OWL for each metric at 0.6), shared by the MLflow checks."""
     tmp_path = tmp_path_factory.mktemp("study")
-    result = run_study(compose_config(study_overrides(tmp_path, name="main", trials=4)))
+    overrides = [*study_overrides(tmp_path, name="main", trials=6), "baselines.sparsities=[0.6]"]
+    result = run_study(compose_config(overrides))
     return tmp_path, result
+
+
+BASELINES = ["uniform magnitude 0.6", "uniform wanda 0.6", "owl magnitude 0.6", "owl wanda 0.6"]
 
 
 def test_study_completes_the_requested_trials(finished):
     tmp_path, result = finished
     trials = optuna_trials(tmp_path, "main")
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-    assert result.ran == 4 and len(result.rows) == 4
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert result.ran == 6 and len(result.rows) == 6
     assert len(result.seconds["calibration"]) == 1  # statistics collected once for all trials
-    assert len(result.seconds["compress"]) == 4
+    assert len(result.seconds["compress"]) == 6
 
 
 def test_mlflow_has_one_parent_and_a_child_per_trial(finished):
@@ -58,16 +63,39 @@ def test_mlflow_has_one_parent_and_a_child_per_trial(finished):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["autoprune.version"]
-    assert len(children) == 4
+    assert len(children) == 6
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["state"] == "COMPLETE" and child.info.status == "FINISHED"
         assert child.data.params["prune.metric"] in ("magnitude", "wanda")
         assert 0.2 <= float(child.data.params["prune.sparsity"]) <= 0.8
-        assert {f"prune.offsets.{i}" for i in range(6)} <= set(child.data.params)
+        assert child.data.params["prune.granularity"] == "block"
         assert {"perplexity", "size_mb", "prune.achieved_sparsity", "prune.ratio.0"} <= set(child.data.metrics)
+        assert "prune_layers.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
+    sampled = [child for child in children if "autoprune.baseline" not in child.data.tags]
+    assert len(sampled) == 2
+    assert all({f"prune.offsets.{i}" for i in range(6)} <= set(child.data.params) for child in sampled)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "search_space.json", "pareto.json", "pareto.png"} <= artifacts
+    assert {"config.yaml", "search_space.json", "pareto.json", "pareto.png", "pareto_layers.png"} <= artifacts
+
+
+def test_baselines_run_first_are_marked_and_use_their_allocations(finished, tiny_context):
+    tmp_path, result = finished
+    client, _, children = runs_of(tmp_path, "main")
+    assert [child.data.tags.get("autoprune.baseline") for child in children[:4]] == BASELINES
+    for child in children[:4]:
+        allocation = child.data.params["prune.allocation"]
+        assert allocation == child.data.tags["autoprune.baseline"].split()[0]
+        assert not any(key.startswith("prune.offsets") for key in child.data.params)  # not sampled for baselines
+        table = json.loads(
+            open(client.download_artifacts(child.info.run_id, "prune_layers.json", str(tmp_path))).read()
+        )
+        assert table["columns"] == ["unit", "ratio"]
+        ratios = [row[1] for row in table["data"]]
+        units = tiny_context.layout.units("block")
+        expected = tiny_context.registry.allocation(allocation).ratios(0.6, units, tiny_context, {})
+        assert ratios == pytest.approx(expected, abs=1e-9)
+    assert [row["baseline"] for row in result.rows] == [*BASELINES, "-", "-"]
 
 
 def test_pareto_set_is_tagged_and_tabled(finished):
@@ -259,6 +287,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
             "scorers=[perplexity,fragile]",
             "+search=random",
             "search.max_failures=20",
+            "baselines.allocations=[]",  # only sampled sparsities: some above 0.5, some below
         ]
     )
     result = run_study(config, registry)
@@ -285,3 +314,21 @@ def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
         run_study(compose_config(overrides), registry)
     _, parents, children = runs_of(tmp_path, "doomed")
     assert parents[0].info.status == "FAILED" and [c.data.tags["state"] for c in children] == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize("space", ["optishear", "layers"])
+def test_the_shipped_layerwise_spaces_run(tmp_path, space):
+    overrides = [*study_overrides(tmp_path, name=space, trials=3), f"space={space}", "baselines.sparsities=[0.5]"]
+    result = run_study(compose_config(overrides))
+    assert len(result.rows) == 3
+    _, _, children = runs_of(tmp_path, space)
+    baselines = [c for c in children if "autoprune.baseline" in c.data.tags]
+    assert [c.data.tags["autoprune.baseline"] for c in baselines] == ["uniform wanda 0.5", "owl wanda 0.5"]
+    assert all(not any(k.startswith("remove_layers") for k in c.data.params) for c in baselines)  # prune alone
+    sampled = next(c for c in children if "autoprune.baseline" not in c.data.tags)
+    if space == "optishear":
+        assert {f"prune.steps.{i}" for i in range(6)} <= set(sampled.data.params)
+    else:
+        removed = sum(sampled.data.metrics[f"remove_layers.removed.{i}"] for i in range(6))
+        assert removed == int(sampled.data.params["remove_layers.count"])
+        assert sum(1 for key in sampled.data.metrics if key.startswith("prune.ratio.")) == 6 - removed

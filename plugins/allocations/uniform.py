@@ -1,18 +1,21 @@
-"""Uniform allocation: every decoder block gets the target sparsity."""
+"""Uniform allocation: every unit gets the target sparsity."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autoprune import hookimpl
 from autoprune.components import Allocation
 from autoprune.context import StudyContext
+from autoprune.model import AllocationUnit
 
 
 class Uniform(Allocation):
     name = "uniform"
 
-    def ratios(self, target: float, context: StudyContext, params: Mapping[str, Any]) -> list[float]:
-        return [float(target)] * len(context.layout)
+    def ratios(
+        self, target: float, units: Sequence[AllocationUnit], context: StudyContext, params: Mapping[str, Any]
+    ) -> list[float]:
+        return [float(target)] * len(units)
 
 
 @hookimpl

@@ -5,9 +5,10 @@ Its space section (`space.prune`) takes:
                 its `params` are passed to it
     sparsity    the target mean sparsity, in [0, 1); ignored by N:M patterns
     pattern     "unstructured" (default) or N:M such as "2:4" / "4:8" (keep N of every M inputs)
-    allocation  how the mean is spread over decoder blocks (default: uniform)
-    ...         whatever the allocation reads, e.g. `offsets` for `searched`
-The ratio is per decoder block: every linear of a block is pruned to that block's ratio.
+    allocation  how the mean is spread over the units (default: uniform); see plugins/allocations/
+    granularity "block" (default): a unit is a decoder block and all its linears share a ratio;
+                "linear": every linear sublayer is a unit with its own ratio
+    ...         whatever the metric and the allocation read, e.g. `offsets` for `searched`
 In sequential calibration mode the blocks are pruned in order, each with statistics of its
 inputs as the already-pruned blocks before it produce them. Row-wise metrics under dense-once
 statistics take the fast path of `cached_ranks.py`.
@@ -22,11 +23,11 @@ from autoprune.components import Compressor, SparsityPattern, StatKind
 from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
+from autoprune.model import GRANULARITIES, DecoderLayout
 from autoprune.registry import Registry
+from autoprune_plugins.allocations.exact_mean import MAX_RATIO
 from autoprune_plugins.compressors.cached_ranks import CachedRanks
 from autoprune_plugins.sparsity import prune_mask
-
-MAX_SPARSITY = 0.99  # a block keeps at least 1 % of its weights
 
 
 def candidates(spec: Any) -> list[Any]:
@@ -48,11 +49,16 @@ class Prune(Compressor):
         for metric in candidates(space["metric"]):
             registry.metric(metric).check(space)
         for allocation in candidates(space.get("allocation", "uniform")):
-            registry.allocation(allocation)
-        for sparsity in candidates(space["sparsity"]):
-            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_SPARSITY:
+            registry.allocation(allocation).check(space)
+        for granularity in candidates(space.get("granularity", "block")):
+            if granularity not in GRANULARITIES:
                 raise ConfigError(
-                    f"space.prune.sparsity takes values in [0, 1) (at most {MAX_SPARSITY}), got {sparsity!r}"
+                    f"space.prune.granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+                )
+        for sparsity in candidates(space["sparsity"]):
+            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_RATIO:
+                raise ConfigError(
+                    f"space.prune.sparsity takes values in [0, 1) (at most {MAX_RATIO}), got {sparsity!r}"
                 )
         for pattern in candidates(space.get("pattern", "unstructured")):
             try:
@@ -65,27 +71,49 @@ class Prune(Compressor):
                 "space.prune.offsets must be a per-layer distribution, e.g. {low: -0.1, high: 0.1, per_layer: true}"
             )
 
-    def stats_needed(self, space: Mapping[str, Any], registry: Registry) -> set[StatKind]:
-        return set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
+    def stats_needed(self, space: Mapping[str, Any], registry: Registry, mode: str) -> set[StatKind]:
+        allocations = (registry.allocation(name) for name in candidates(space.get("allocation", "uniform")))
+        needed = set().union(*(allocation.needs for allocation in allocations))
+        if mode == "dense-once":
+            needed |= set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
+        return needed
+
+    def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
+        allocations = ", ".join(str(a) for a in candidates(space.get("allocation", "uniform")))
+        parts = []
+        for granularity in candidates(space.get("granularity", "block")):
+            units = len(layout.units(str(granularity)))
+            if granularity == "block":
+                parts.append(f"one ratio per decoder block ({units} units; all linears of a block share it)")
+            else:
+                parts.append(f"one ratio per linear sublayer ({units} units)")
+        return f"allocation {allocations}: {' or '.join(parts)}"
+
+    def per_layer_count(self, space: Mapping[str, Any], layout: DecoderLayout) -> int:
+        """Per-layer families (offsets, steps) have one value per allocation unit of the dense model."""
+        granularities = candidates(space.get("granularity", "block"))
+        return max(len(layout.units(str(granularity))) for granularity in granularities)
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         metric = context.registry.metric(params["metric"])
         pattern = SparsityPattern.parse(str(params.get("pattern", "unstructured")))
+        units = context.layout.units(str(params.get("granularity", "block")))
         if pattern.is_n_of_m:
-            ratios = [pattern.sparsity] * len(context.layout)
+            ratios = [pattern.sparsity] * len(units)
         else:
             allocation = context.registry.allocation(params.get("allocation", "uniform"))
-            ratios = allocation.ratios(float(params["sparsity"]), context, params)
+            ratios = allocation.ratios(float(params["sparsity"]), units, context, params)
+        ratio_of = {name: ratio for unit, ratio in zip(units, ratios) for name in unit.linears}
         metric_params = {key: params[key] for key in metric.params if key in params}
         sequential = context.calibration_mode == "sequential"
         if sequential:
             inputs = BlockInputs(context.model, context.layout, context.calibration, context.calibration_batch_size)
         cacheable = metric.comparison == "row" and not pattern.is_n_of_m and not sequential
         pruned = total = 0
-        for index, (block, ratio) in enumerate(zip(context.layout.linears, ratios)):
+        for index, block in enumerate(context.layout.linears):
             block_stats = inputs.collect(index, metric.needs) if sequential else context.stats
             for name, linear in block.items():
-                stats = block_stats[name]
+                stats, ratio = block_stats[name], ratio_of[name]
                 if metric.solves:
                     pruned += metric.solve(linear, stats, ratio, pattern, journal, **metric_params)
                 elif cacheable and not journal.changed(linear.weight):
@@ -99,7 +127,7 @@ class Prune(Compressor):
                 total += linear.weight.numel()
             if sequential:
                 inputs.advance(index)
-        return {"ratio": ratios, "achieved_sparsity": pruned / total}
+        return {"unit": [unit.label for unit in units], "ratio": ratios, "achieved_sparsity": pruned / total}
 
 
 @hookimpl
