@@ -1,10 +1,10 @@
 """Layerwise allocation on the embedded model: does a searched allocation beat the hand-made ones?
 
-    python bench/bench_allocation.py [--trials 100] [HYDRA OVERRIDES...]
+    python bench/bench_allocation.py [--trials 100] [--offset 0.3] [HYDRA OVERRIDES...]
 
 With Wanda at mean sparsity 0.6 and 0.7, prints the perplexity of the uniform allocation, of
 OWL, and of the best of `--trials` TPE trials of the `searched` allocation (per-block offsets in
-[-0.15, 0.15], renormalised to the same mean; uniform and OWL enqueued first, as every study
+[-0.3, 0.3] by default, renormalised to the same mean; uniform and OWL enqueued first, as every study
 does), then best-searched / uniform and OWL / uniform (goal: best-searched <= 0.9 x uniform at
 0.7). The search scores perplexity on the even evaluation windows and the table reports the odd
 ones, so the best trial is not judged on the windows it was picked on. Then the perplexity of
@@ -22,12 +22,13 @@ from collections import defaultdict
 import optuna
 
 SPARSITIES = (0.6, 0.7)
-OFFSET = 0.15
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--offset", type=float, default=0.3, help="searched offsets lie in [-offset, offset]")
+    parser.add_argument("--granularity", choices=["block", "linear"], default="block")
     args, overrides = parser.parse_known_args()
 
     from autoprune.config import compose_config
@@ -46,13 +47,13 @@ def main() -> None:
         registry.compressor("remove_layers"),
         registry.scorer("perplexity"),
     )
-    n_blocks = len(context.layout)
+    units = context.layout.units(args.granularity)
 
     def perplexity(where, section) -> float:
         return run_trial(where, [prune], [scorer], {"prune": section}).values["perplexity"]
 
     print(
-        f"embedded model, {n_blocks} blocks; search on {len(search_windows)} windows, report on {len(report_windows)}"
+        f"embedded model, {len(units)} allocation units ({args.granularity}); search on {len(search_windows)} windows, report on {len(report_windows)}"
     )
     print(f"dense perplexity: {scorer.score(reporting)['perplexity']:.2f}")
     print(
@@ -61,30 +62,28 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for target in SPARSITIES:
         started = time.perf_counter()
-        base = {"metric": "wanda", "sparsity": target}
+        base = {"metric": "wanda", "sparsity": target, "granularity": args.granularity}
         uniform = perplexity(reporting, {**base, "allocation": "uniform"})
         owl = perplexity(reporting, {**base, "allocation": "owl"})
-        owl_ratios = registry.allocation("owl").ratios(target, context.layout.units("block"), context, {})
+        owl_ratios = registry.allocation("owl").ratios(target, units, context, {})
 
         def objective(trial: optuna.Trial, base: dict = base) -> float:
-            offsets = [trial.suggest_float(f"offset.{i}", -OFFSET, OFFSET) for i in range(n_blocks)]
+            offsets = [trial.suggest_float(f"offset.{i}", -args.offset, args.offset) for i in range(len(units))]
             return perplexity(searching, {**base, "allocation": "searched", "offsets": offsets})
 
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
-        study.enqueue_trial({f"offset.{i}": 0.0 for i in range(n_blocks)})  # uniform
+        study.enqueue_trial({f"offset.{i}": 0.0 for i in range(len(units))})  # uniform
         study.enqueue_trial({f"offset.{i}": r - target for i, r in enumerate(owl_ratios)})  # OWL, exactly
         study.optimize(objective, n_trials=args.trials)
-        best = [study.best_params[f"offset.{i}"] for i in range(n_blocks)]
+        best = [study.best_params[f"offset.{i}"] for i in range(len(units))]
         searched = perplexity(reporting, {**base, "allocation": "searched", "offsets": best})
         print(
             f"{target:>8.1f} {uniform:>9.2f} {owl:>9.2f} {searched:>9.2f}   {owl / uniform:>11.3f}  {searched / uniform:>16.3f}"
             f"  ({time.perf_counter() - started:.0f} s; best is trial {study.best_trial.number})"
         )
-        ratios = registry.allocation("searched").ratios(
-            target, context.layout.units("block"), context, {"offsets": best}
-        )
-        print(f"{'':>8} best-searched ratios per block: {' '.join(f'{r:.3f}' for r in ratios)}")
-        print(f"{'':>8} OWL ratios per block:           {' '.join(f'{r:.3f}' for r in owl_ratios)}")
+        ratios = registry.allocation("searched").ratios(target, units, context, {"offsets": best})
+        print(f"{'':>8} best-searched ratios per unit: {' '.join(f'{r:.2f}' for r in ratios)}")
+        print(f"{'':>8} OWL ratios per unit:           {' '.join(f'{r:.2f}' for r in owl_ratios)}")
 
     print("\nlayers removed by block influence (no pruning):")
     print(f"{'k':>3} {'plain':>9} {'compensated':>12}")
