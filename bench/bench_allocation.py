@@ -1,15 +1,16 @@
 """Layerwise allocation on the embedded model: does a searched allocation beat the hand-made ones?
 
-    python bench/bench_allocation.py [--trials 100] [--offset 0.3] [HYDRA OVERRIDES...]
+    python bench/bench_allocation.py [--trials 100] [--offset 0.3] [--granularity block|linear]
+                                     [--sparsities 0.6 0.7] [HYDRA OVERRIDES...]
 
-With Wanda at mean sparsity 0.6 and 0.7, prints the perplexity of the uniform allocation, of
-OWL, and of the best of `--trials` TPE trials of the `searched` allocation (per-block offsets in
-[-0.3, 0.3] by default, renormalised to the same mean; uniform and OWL enqueued first, as every study
-does), then best-searched / uniform and OWL / uniform (goal: best-searched <= 0.9 x uniform at
-0.7). The search scores perplexity on the even evaluation windows and the table reports the odd
-ones, so the best trial is not judged on the windows it was picked on. Then the perplexity of
-the dense model with k = 1, 2 blocks removed by block influence, with and without the magnitude
-compensation, on the same reported windows.
+With Wanda at each mean sparsity, prints the perplexity of the uniform allocation, of OWL, and
+of the best of `--trials` TPE trials of the `searched` allocation (offsets per unit in
+[-offset, offset], renormalised to the same mean; uniform and OWL enqueued first, as every
+study does), then OWL / uniform and best-searched / uniform (goal: best-searched <= 0.9 x
+uniform at 0.7). The search scores perplexity on the even evaluation windows and the table
+reports the odd ones, so the best trial is not judged on the windows it was picked on. Then
+the perplexity of the dense model with k = 1, 2 blocks removed by block influence, with and
+without the magnitude compensation, on the same reported windows.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from collections import defaultdict
 
 import optuna
 
-SPARSITIES = (0.6, 0.7)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--offset", type=float, default=0.3, help="searched offsets lie in [-offset, offset]")
     parser.add_argument("--granularity", choices=["block", "linear"], default="block")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.6, 0.7])
     args, overrides = parser.parse_known_args()
 
     from autoprune.config import compose_config
@@ -60,7 +60,7 @@ def main() -> None:
         f"{'sparsity':>8} {'uniform':>9} {'owl':>9} {'searched':>9}   owl/uniform  searched/uniform  ({args.trials} TPE trials)"
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for target in SPARSITIES:
+    for target in args.sparsities:
         started = time.perf_counter()
         base = {"metric": "wanda", "sparsity": target, "granularity": args.granularity}
         uniform = perplexity(reporting, {**base, "allocation": "uniform"})

@@ -19,8 +19,8 @@ Summed over the calibration tokens, and with the constant ½ dropped (it ranks t
 
 It is Wanda's score squared, |W_ij|² ‖X_j‖², with every token's x_tj² weighted by how far it
 can turn that token's output: tokens whose outputs are short, or which are not dominated by
-component i, count more. When every token's output has the same norm and no component
-dominates, the weighting is constant and CosP ranks exactly as Wanda does.
+component i, count more. When the weighting is the same for every token (outputs of equal
+norm, no dominant component), CosP ranks each row exactly as Wanda does.
 
 VarP applies the same loss to what makes tokens distinct rather than to the raw outputs: inputs
 and outputs centred by their mean over the tokens of each calibration window (the bias cancels
