@@ -37,7 +37,7 @@ def windows(tokenizer: Any, text: str, context: int, count: int, seed: int = 0) 
 def _context(model: nn.Module, calibration: Tensor, kinds: set[str], mode: str, registry: Registry):
     layout = decoder_layout(model)
     stats = collect_stats(model, layout, calibration, kinds) if kinds or mode == "dense-once" else {}
-    return StudyContext(model, None, layout, calibration, calibration[:0], stats, registry, mode)
+    return StudyContext(model, None, layout, calibration, calibration[:0], stats, registry, mode, repeated=False)
 
 
 @torch.no_grad()
@@ -62,6 +62,7 @@ def prune(
     compressor = registry.compressor("prune")
     compressor.check(section, registry)
     context = _context(model, calibration, compressor.stats_needed(section, registry, mode), mode, registry)
+    compressor.prepare(context, section)
     return compressor.apply(context, section, Journal())  # the journal is dropped: nothing is undone
 
 

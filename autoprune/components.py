@@ -120,6 +120,9 @@ class Allocation(ABC):
     def check(self, space: Mapping[str, Any]) -> None:  # noqa: B027
         """Raise `ConfigError` if the space section gives this allocation's `params` invalid values."""
 
+    def prepare(self, context: StudyContext, units: Sequence[AllocationUnit], space: Mapping[str, Any]) -> None:  # noqa: B027
+        """Compute, on the dense model, what depends only on it (outlier scores, say), once per study."""
+
 
 class Compressor(ABC):
     """Changes the model for one trial, recording every change in the journal so it can be undone.
@@ -141,6 +144,11 @@ class Compressor(ABC):
         dense model (such as an allocation's outlier ratios).
         """
         return set()
+
+    def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:  # noqa: B027
+        """Called once per study before any trial, on the dense model, for every section a trial may
+        run (the space's and each baseline's): compute what trials share, and refuse what cannot
+        work on this model with `ConfigError`."""
 
     def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
         """One line the study logs at start, saying how this section will act on this model ("" for none)."""

@@ -28,3 +28,4 @@ class StudyContext:
     calibration_mode: str = "dense-once"  # or "sequential": compressors collect per block, per trial
     calibration_batch_size: int = 8
     cache: dict[str, Any] = field(default_factory=dict)  # study-lifetime caches of plugins (e.g. rankings)
+    repeated: bool = True  # trials restore and compress again, so per-study caches pay off (False: one-shot API)

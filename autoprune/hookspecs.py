@@ -57,7 +57,8 @@ def register_allocations() -> list[Allocation]:
     its own `params` (per-layer offsets, say, indexed by `slot`) from the same space section,
     validated by `check`; the dense-model statistics it `needs` are collected up front in
     either calibration mode. Results that depend only on the dense model belong in
-    `context.cache`, computed once per study.
+    `context.cache`, computed in `prepare(context, units, section)`, which runs once per study
+    before any trial: within a trial, a compressor before prune may already have changed weights.
     """
 
 
@@ -72,8 +73,10 @@ def register_compressors() -> list[Compressor]:
     removes whole blocks swaps the model's ModuleList and `context.layout` (via
     `DecoderLayout.without`) through `journal.on_undo`. It returns facts to log: scalars become
     MLflow metrics, lists become per-layer tables (`<compressor>_layers.json`) and plots.
-    `stats_needed` names the calibration statistics to collect up front, `per_layer_count`
-    the length of its per-layer search families, `summary` a line for the study log.
+    `stats_needed` names the calibration statistics to collect up front, `prepare` computes
+    once on the dense model what trials share (and refuses what cannot work on this model),
+    `per_layer_count` the length of its per-layer search families, `summary` a line for the
+    study log.
     """
 
 

@@ -70,8 +70,11 @@ class Journal:
         self._changed.add(id(tensor))
 
     def on_undo(self, action: Callable[[], None], changes: Tensor | None = None) -> None:
-        """Register an arbitrary undo step (for changes made otherwise, such as removing a layer);
-        `changes` names the tensor the step restores, if any."""
+        """Register an arbitrary undo step (for changes made otherwise, such as removing a layer).
+
+        A step that restores a tensor's values must name it in `changes`: compressors that rely
+        on dense weights (the prune fast path) ask `changed` before trusting a tensor.
+        """
         self._undo.append(action)
         if changes is not None:
             self._changed.add(id(changes))

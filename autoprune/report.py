@@ -63,26 +63,36 @@ def pareto_figure(
 def layers_figure(layers: Mapping[int, Mapping[str, Sequence[Any]]], title: str = ""):
     """One panel per numeric per-layer value (e.g. prune.ratio), one line per trial, layers along x.
 
-    A string list of the same compressor (e.g. prune.unit) labels the x axis.
+    A string list of the same compressor (e.g. prune.unit) names each trial's layers; the x axis
+    is the union of those names, so trials that removed different blocks still line up.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = next(iter(layers.values()))
-    numeric = [key for key, values in first.items() if all(isinstance(v, (int, float)) for v in values)]
-    figure, axes = plt.subplots(len(numeric), 1, figsize=(9, 3.2 * len(numeric)), squeeze=False)
-    for axis, key in zip(axes[:, 0], numeric):
+    def is_numeric(values: Sequence[Any]) -> bool:
+        return bool(values) and all(isinstance(v, (int, float)) for v in values)
+
+    def names_of(values: Mapping[str, Sequence[Any]], key: str) -> Sequence[str] | None:
         compressor = key.partition(".")[0]
-        for trial, values in sorted(layers.items()):
-            if key in values:
-                axis.plot(range(len(values[key])), values[key], "o-", ms=3, label=f"trial {trial}")
-        labels = next(
-            (v for k, v in first.items() if k.startswith(f"{compressor}.") and all(isinstance(x, str) for x in v)), None
-        )
-        if labels is not None and len(labels) == len(first[key]):
-            axis.set_xticks(range(len(labels)), _short_labels(labels), rotation=90, fontsize=7)
+        for other, listed in values.items():
+            if other.startswith(f"{compressor}.") and listed and all(isinstance(v, str) for v in listed):
+                return listed if len(listed) == len(values[key]) else None
+        return None
+
+    keys = list(dict.fromkeys(k for values in layers.values() for k, v in values.items() if is_numeric(v)))
+    figure, axes = plt.subplots(len(keys), 1, figsize=(9, 3.2 * len(keys)), squeeze=False)
+    for axis, key in zip(axes[:, 0], keys):
+        named = {trial: names_of(values, key) for trial, values in layers.items() if key in values}
+        axis_names = list(dict.fromkeys(name for names in named.values() if names for name in names))
+        position = {name: index for index, name in enumerate(axis_names)}
+        for trial in sorted(named):
+            values, names = layers[trial][key], named[trial]
+            xs = [position[name] for name in names] if names else list(range(len(values)))
+            axis.plot(xs, values, "o-", ms=3, label=f"trial {trial}")
+        if axis_names:
+            axis.set_xticks(range(len(axis_names)), _short_labels(axis_names), rotation=90, fontsize=7)
         axis.set_ylabel(key)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=4)

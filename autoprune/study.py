@@ -99,7 +99,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
         raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
     for allocation in config.baselines.allocations:
         try:
-            registry.allocation(allocation)
+            registry.allocation(allocation).check(config.space.get("prune", {}))
         except ConfigError as error:
             raise ConfigError(f"baselines.allocations: {error}") from None
     baselines = build_baselines(space, config.baselines)
@@ -151,6 +151,18 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
     return StudyContext(
         model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
     )
+
+
+def prepare_compressors(plan: Plan, context: StudyContext, seconds: dict[str, list[float]]) -> None:
+    """Let each compressor compute on the dense model, once, what its trials (and the baselines') share."""
+    started = time.perf_counter()
+    space = plan.config.space
+    for compressor in plan.compressors:
+        compressor.prepare(context, space[compressor.name])
+        for baseline in plan.baselines[: plan.config.search.n_trials]:
+            if compressor.name in baseline.overrides:
+                compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
+    seconds["prepare"].append(time.perf_counter() - started)
 
 
 def _baseline_allocations(plan: Plan) -> set[str]:
@@ -312,6 +324,8 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
     missing = config.search.n_trials - done
     # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
     context = build_context(plan, seconds) if missing > 0 else None
+    if context is not None:
+        prepare_compressors(plan, context, seconds)
     started = time.perf_counter()
     tracker = _open_tracking(plan, search)
     seconds["tracking_once"].append(time.perf_counter() - started)

@@ -46,6 +46,7 @@ def main(overrides: list[str]) -> None:
         ("  model load", f"{sum(seconds['load']):.2f} s"),
         ("  data (text + tokenize)", f"{sum(seconds['data']):.2f} s"),
         ("  calibration statistics (once)", f"{sum(seconds['calibration']):.2f} s"),
+        ("  prepare: dense-model scores (once)", f"{sum(seconds['prepare']):.2f} s"),
         ("  median prune time / trial", f"{statistics.median(seconds['compress']):.3f} s"),
         ("  median scoring time / trial", f"{statistics.median(seconds['score']):.3f} s"),
         ("  sampler (ask + tell)", f"{overhead['sampler']:.2f} s  ({per_trial_ms['sampler']:.0f} ms / trial)"),

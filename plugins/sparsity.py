@@ -42,9 +42,10 @@ def n_of_m_mask(score: Tensor, pattern: SparsityPattern) -> Tensor:
 def row_positions(score: Tensor) -> Tensor:
     """Each weight's place in its row's ascending order of scores, in the narrowest integer type.
 
-    Pruning the weights whose place is below floor(ratio · columns) removes exactly what
-    `lowest_scores_mask(score, ratio, "row")` removes (ties broken by column, as a stable
-    sort does). With dense-once statistics the places are the same in every trial, so they
+    Pruning the weights whose place is below floor(ratio · columns) removes the same number
+    per row as `lowest_scores_mask(score, ratio, "row")`, and the same weights unless scores
+    tie at the threshold (here ties go by column, as a stable sort orders them; `topk` there
+    breaks them in no promised order). With dense-once statistics the places are the same in every trial, so they
     are computed once per study and a trial only compares them with its k.
     """
     order = score.argsort(dim=1, stable=True)

@@ -102,6 +102,28 @@ def test_mrp_prunes_redundant_units_more_and_hits_the_mean(tiny_context):
     assert mrp.ratios(0.6, units, tiny_context, {}) == ratios  # deterministic
 
 
+def test_mrp_reaches_the_highest_sparsity_without_running_out_of_units(tiny_context):
+    units = tiny_context.layout.units("block")
+    ratios = tiny_context.registry.allocation("mrp").ratios(MAX_RATIO, units, tiny_context, {})
+    assert ratios == pytest.approx([MAX_RATIO] * len(units), abs=1e-9)
+
+
+def test_a_searched_granularity_cannot_share_per_layer_families(tiny_context):
+    from autoprune.errors import ConfigError
+
+    prune = tiny_context.registry.compressor("prune")
+    section = {
+        "metric": "wanda",
+        "sparsity": 0.5,
+        "granularity": {"choices": ["block", "linear"]},
+        "offsets": {"low": -0.1, "high": 0.1, "per_layer": True},
+    }
+    with pytest.raises(ConfigError, match="would mean blocks in some trials and linears in others"):
+        prune.check(section, tiny_context.registry)
+    without_families = {key: value for key, value in section.items() if key != "offsets"}
+    prune.check(without_families, tiny_context.registry)  # a searched granularity alone is fine
+
+
 def test_granularity_names_which_linears_share_a_ratio(tiny_context):
     blocks, linears = tiny_context.layout.units("block"), tiny_context.layout.units("linear")
     assert [unit.slot for unit in blocks] == list(range(len(tiny_context.layout)))

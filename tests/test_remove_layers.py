@@ -47,6 +47,15 @@ def test_residual_writers_are_found_without_names_per_architecture(tiny_context)
     assert residual_writers(layout, call) == ["self_attn.o_proj", "mlp.down_proj"]
 
 
+def test_residual_writers_are_found_in_half_precision_too(tiny_context):
+    import copy
+
+    model = copy.deepcopy(tiny_context.model).to(torch.bfloat16)
+    layout = decoder_layout(model)
+    call = BlockInputs(model, layout, tiny_context.calibration[:1]).calls[0]
+    assert residual_writers(layout, call) == ["self_attn.out_proj", "fc2"]
+
+
 def test_removed_blocks_are_gone_and_come_back(tiny_context):
     context = fresh(tiny_context)
     model = context.model
@@ -113,9 +122,27 @@ def test_bad_counts_and_order_are_refused(tiny_context):
     remove = RemoveLayers()
     with pytest.raises(ConfigError, match="whole numbers"):
         remove.check({"count": 1.5}, tiny_context.registry)
+    remove.check({"count": {"choices": [0, 1, 2]}, "compensate": {"choices": [True, False]}}, tiny_context.registry)
+    with pytest.raises(ConfigError, match="goes up to 6, but the model has only 6 blocks"):
+        remove.prepare(fresh(tiny_context), {"count": {"low": 0, "high": 6}})
     with pytest.raises(ConfigError, match="only 6 blocks"):
         remove.apply(fresh(tiny_context), {"count": 6}, Journal())
     journal = Journal()
     journal.on_undo(lambda: None)
     with pytest.raises(ConfigError, match="first compressor"):
         remove.apply(fresh(tiny_context), {"count": 1}, journal)
+
+
+def test_owl_scores_the_dense_model_whatever_ran_before_prune(tiny_context):
+    registry = tiny_context.registry
+    remove, prune = registry.compressor("remove_layers"), registry.compressor("prune")
+    section = {"metric": "wanda", "sparsity": 0.6, "allocation": "owl"}
+    both = {"remove_layers": {"count": 1, "compensate": True}, "prune": section}
+    ratios = []
+    for first in ("removal", "prune alone"):
+        context = fresh(tiny_context)
+        prune.prepare(context, section)  # as a study does before its first trial
+        if first == "prune alone":
+            run_trial(context, [prune], [], {"prune": section})
+        ratios.append(run_trial(context, [remove, prune], [], both).info["prune.ratio"])
+    assert ratios[0] == ratios[1]

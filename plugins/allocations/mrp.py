@@ -52,6 +52,10 @@ class MRP(Allocation):
         if not isinstance(step, (int, float)) or not 0 < step <= 0.1:
             raise ConfigError(f"space.prune.mrp_step must be in (0, 0.1], got {step!r}")
 
+    def prepare(self, context: StudyContext, units: Sequence[AllocationUnit], space: Mapping[str, Any]) -> None:
+        for unit in units:
+            sorted_scores(context, unit)
+
     def ratios(
         self, target: float, units: Sequence[AllocationUnit], context: StudyContext, params: Mapping[str, Any]
     ) -> list[float]:
@@ -63,6 +67,8 @@ class MRP(Allocation):
         current = [redundancy(s, p, 0.0, m) for s, p in zip(scores, prefixes)]
         while weighted_mean(ratios, sizes) < target:
             open_units = [i for i, r in enumerate(ratios) if r < MAX_RATIO]
+            if not open_units:  # every unit at the maximum: the mean is as high as it gets
+                break
             chosen = max(open_units, key=lambda i: current[i])
             ratios[chosen] = min(ratios[chosen] + step, MAX_RATIO)
             current[chosen] = redundancy(scores[chosen], prefixes[chosen], ratios[chosen], m)

@@ -1,8 +1,9 @@
 """Outliers among a unit's Wanda scores, the signal OWL and MRP allocate by.
 
 An outlier is a score above m times the mean score of its unit (all the unit's linears
-together, as in OWL's reference). Computed on the dense model's statistics and cached for the
-study, since neither the weights nor the statistics change between trials.
+together, as in OWL's reference). Computed on the dense model's weights and statistics and
+cached for the study: the allocations' `prepare` fills the cache before the first trial, while
+the model is dense (a compressor running before prune may change weights within a trial).
 """
 
 from __future__ import annotations

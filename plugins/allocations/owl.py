@@ -5,7 +5,7 @@ ratios are min-max scaled to [0, 2λ], centred, and subtracted from the target:
 
     sparsity_l = s − (scaled_l − mean(scaled)),   scaled_l = 2λ (D_l − min D) / (max D − min D)
 
-so every ratio lies within s ± λ. With units of equal size (decoder blocks) that mean is already
+so the ratios span 2λ around s. With units of equal size (decoder blocks) that mean is already
 exact; otherwise (per-linear units) a common shift restores the size-weighted mean exactly.
 Space parameters: `owl_m` (M, default 5) and `owl_lambda` (λ, default 0.08).
 """
@@ -35,6 +35,12 @@ class OWL(Allocation):
             value = space.get(key, default)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"space.prune.{key} must be a positive number, got {value!r}")
+
+    def prepare(self, context: StudyContext, units: Sequence[AllocationUnit], space: Mapping[str, Any]) -> None:
+        m = space.get("owl_m", M)
+        if isinstance(m, (int, float)):  # a searched M is scored when sampled
+            for unit in units:
+                outlier_fraction(context, unit, float(m))
 
     def ratios(
         self, target: float, units: Sequence[AllocationUnit], context: StudyContext, params: Mapping[str, Any]

@@ -10,8 +10,9 @@ Its space section (`space.prune`) takes:
                 "linear": every linear sublayer is a unit with its own ratio
     ...         whatever the metric and the allocation read, e.g. `offsets` for `searched`
 In sequential calibration mode the blocks are pruned in order, each with statistics of its
-inputs as the already-pruned blocks before it produce them. Row-wise metrics under dense-once
-statistics take the fast path of `cached_ranks.py`.
+inputs as the already-pruned blocks before it produce them. In a study, row-wise metrics under
+dense-once statistics take the fast path of `cached_ranks.py` (a one-shot `api.prune` does not:
+there is no second trial to pay the cache back).
 """
 
 from collections.abc import Mapping
@@ -65,6 +66,13 @@ class Prune(Compressor):
                 SparsityPattern.parse(str(pattern))
             except ValueError as error:
                 raise ConfigError(f"space.prune.pattern: {error}") from None
+        granularities = candidates(space.get("granularity", "block"))
+        per_layer = [k for k, v in space.items() if isinstance(v, Mapping) and v.get("per_layer")]
+        if len(granularities) > 1 and per_layer:
+            raise ConfigError(
+                f"space.prune.granularity is searched, but {', '.join(per_layer)} is per layer: its values would "
+                "mean blocks in some trials and linears in others; fix the granularity"
+            )
         offsets = space.get("offsets")
         if offsets is not None and not (isinstance(offsets, Mapping) and offsets.get("per_layer")):
             raise ConfigError(
@@ -77,6 +85,13 @@ class Prune(Compressor):
         if mode == "dense-once":
             needed |= set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
         return needed
+
+    def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:
+        """Let every allocation the section can pick score the dense model once."""
+        for name in candidates(space.get("allocation", "uniform")):
+            allocation = context.registry.allocation(name)
+            for granularity in candidates(space.get("granularity", "block")):
+                allocation.prepare(context, context.layout.units(str(granularity)), space)
 
     def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
         allocations = ", ".join(str(a) for a in candidates(space.get("allocation", "uniform")))
@@ -108,7 +123,7 @@ class Prune(Compressor):
         sequential = context.calibration_mode == "sequential"
         if sequential:
             inputs = BlockInputs(context.model, context.layout, context.calibration, context.calibration_batch_size)
-        cacheable = metric.comparison == "row" and not pattern.is_n_of_m and not sequential
+        cacheable = metric.comparison == "row" and not pattern.is_n_of_m and not sequential and context.repeated
         pruned = total = 0
         for index, block in enumerate(context.layout.linears):
             block_stats = inputs.collect(index, metric.needs) if sequential else context.stats

@@ -22,6 +22,7 @@ model. Space parameters: `count` (k, default 1), `compensate` (default true).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
@@ -53,6 +54,17 @@ def _hidden(output: Any) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _float32(value: Any) -> Any:
+    """Floating tensors, also inside tuples, lists and dicts, in float32; anything else as it is."""
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float32(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _float32(item) for key, item in value.items()}
+    return value
+
+
 @torch.no_grad()
 def residual_writers(layout: DecoderLayout, call: tuple[Tensor, tuple, dict]) -> list[str]:
     """The linears of block 0 whose outputs are what the block adds to the residual stream.
@@ -61,13 +73,14 @@ def residual_writers(layout: DecoderLayout, call: tuple[Tensor, tuple, dict]) ->
     (attention out_proj plus MLP fc2, say). Among the linears whose output has the stream's
     width, the subset whose outputs sum to that difference is the writers; the same relative
     names hold in every block. A post-norm block has no such subset: the result is empty.
+    The test runs on a float32 copy of block 0, so half-precision rounding cannot hide the sum.
     """
-    block, (hidden, args, kwargs) = layout.blocks[0], call
-    prefix = f"{layout.block_names[0]}."
+    block = copy.deepcopy(layout.blocks[0]).float()
+    hidden, args, kwargs = _float32(call)
     candidates = {
-        name.removeprefix(prefix): linear
-        for name, linear in layout.linears[0].items()
-        if linear.out_features == hidden.shape[-1]
+        name: module
+        for name, module in block.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == hidden.shape[-1]
     }
     outputs: dict[str, Tensor] = {}
     handles = [
@@ -122,18 +135,32 @@ def profile_blocks(context: StudyContext) -> BlockProfile:
     )
 
 
+def _values(spec: Any) -> list[Any]:
+    """The values a space entry can take: a constant, {choices: [...]} or {low:, high:}."""
+    if isinstance(spec, Mapping):
+        return list(spec["choices"]) if "choices" in spec else [spec.get("low"), spec.get("high")]
+    return [spec]
+
+
 class RemoveLayers(Compressor):
     name = "remove_layers"
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:
         count = space.get("count", 1)
-        counts = [count.get("low"), count.get("high")] if isinstance(count, Mapping) else [count]
-        if not all(isinstance(c, int) and c >= 0 for c in counts):
+        if not all(isinstance(c, int) and c >= 0 for c in _values(count)):
             raise ConfigError(f"space.remove_layers.count takes whole numbers of blocks >= 0, got {count!r}")
         compensate = space.get("compensate", True)
-        options = compensate.get("choices", []) if isinstance(compensate, Mapping) else [compensate]
-        if not all(isinstance(option, bool) for option in options):
+        if not all(isinstance(option, bool) for option in _values(compensate)):
             raise ConfigError(f"space.remove_layers.compensate must be true or false, got {compensate!r}")
+
+    def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:
+        most = max(_values(space.get("count", 1)))
+        if most >= len(context.layout):
+            raise ConfigError(
+                f"space.remove_layers.count goes up to {most}, but the model has only {len(context.layout)} blocks"
+            )
+        if "remove_layers.profile" not in context.cache:
+            context.cache["remove_layers.profile"] = profile_blocks(context)
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         layout = context.layout
