@@ -135,6 +135,14 @@ class OptunaSearch:
             self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: attrs})
         return baselines
 
+    def waiting_baselines(self, baselines: Sequence[Baseline]) -> list[Baseline]:
+        """The baselines still queued in the study (all that were queued, in a new study)."""
+        waiting = {
+            (t.user_attrs.get(BASELINE_ATTR) or {}).get("name")
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        }
+        return [baseline for baseline in baselines if baseline.name in waiting]
+
     def tell(
         self, trial: optuna.Trial, values: dict[str, float] | None, layers: Mapping[str, list[Any]] | None = None
     ) -> None:

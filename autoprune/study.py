@@ -8,6 +8,7 @@ import re
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -109,8 +110,9 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     return plan
 
 
-def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
-    """Load the model and data and collect the calibration statistics, once for the whole study."""
+def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()) -> StudyContext:
+    """Load the model and data and collect the calibration statistics, once for the whole study
+    (including what the `baselines` still to run need)."""
     config = plan.config
     started = time.perf_counter()
     model, tokenizer = load_model(config.model.path, config.model.hub_id, config.model.dtype, config.model.device)
@@ -143,7 +145,7 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
         log.info("calibration: sequential, each trial collects every block's statistics after pruning the ones before")
     kinds = set().union(
         *(c.stats_needed(config.space[c.name], plan.registry, settings.mode) for c in plan.compressors),
-        *(plan.registry.allocation(a).needs for a in _baseline_allocations(plan)),
+        *(plan.registry.allocation(a).needs for a in _baseline_allocations(baselines)),
     )
     dense_stats = kinds or settings.mode == "dense-once"
     stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
@@ -153,22 +155,22 @@ def build_context(plan: Plan, seconds: dict[str, list[float]]) -> StudyContext:
     )
 
 
-def prepare_compressors(plan: Plan, context: StudyContext, seconds: dict[str, list[float]]) -> None:
+def prepare_compressors(
+    plan: Plan, context: StudyContext, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()
+) -> None:
     """Let each compressor compute on the dense model, once, what its trials (and the baselines') share."""
     started = time.perf_counter()
     space = plan.config.space
     for compressor in plan.compressors:
         compressor.prepare(context, space[compressor.name])
-        for baseline in plan.baselines[: plan.config.search.n_trials]:
+        for baseline in baselines:
             if compressor.name in baseline.overrides:
                 compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
     seconds["prepare"].append(time.perf_counter() - started)
 
 
-def _baseline_allocations(plan: Plan) -> set[str]:
-    """Allocations of the baselines that fit the trial budget (those a new study queues)."""
-    fitting = plan.baselines[: plan.config.search.n_trials]
-    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in fitting}
+def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:
+    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in baselines}
 
 
 def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):
@@ -323,9 +325,10 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
     done = search.count_complete()
     missing = config.search.n_trials - done
     # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
-    context = build_context(plan, seconds) if missing > 0 else None
+    pending = search.waiting_baselines(plan.baselines)
+    context = build_context(plan, seconds, pending) if missing > 0 else None
     if context is not None:
-        prepare_compressors(plan, context, seconds)
+        prepare_compressors(plan, context, seconds, pending)
     started = time.perf_counter()
     tracker = _open_tracking(plan, search)
     seconds["tracking_once"].append(time.perf_counter() - started)

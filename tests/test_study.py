@@ -332,3 +332,15 @@ def test_the_shipped_layerwise_spaces_run(tmp_path, space):
         removed = sum(sampled.data.metrics[f"remove_layers.removed.{i}"] for i in range(6))
         assert removed == int(sampled.data.params["remove_layers.count"])
         assert sum(1 for key in sampled.data.metrics if key.startswith("prune.ratio.")) == 6 - removed
+
+
+def test_baseline_statistics_are_collected_only_while_baselines_wait(tmp_path):
+    import shutil
+
+    extra = ["calibration.mode=sequential", "baselines.allocations=[owl]", "baselines.sparsities=[0.5]"]
+    run_study(compose_config([*study_overrides(tmp_path, name="seqowl", trials=2), *extra]))
+    assert (tmp_path / "stats").exists()  # OWL scores the dense model: its statistics come up front
+    shutil.rmtree(tmp_path / "stats")
+    result = run_study(compose_config([*study_overrides(tmp_path, name="seqowl", trials=3), *extra]))
+    assert len(result.rows) == 3 and result.ran == 1
+    assert not (tmp_path / "stats").exists()  # both baselines are done: nothing to collect up front
