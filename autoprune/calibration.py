@@ -77,18 +77,19 @@ class _Accumulator:
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+        x32 = x.float()
         self.sum += x.sum(0, dtype=torch.float64)
-        self.sum_sq += x.float().square().sum(0, dtype=torch.float64)
+        self.sum_sq += x32.square().sum(0, dtype=torch.float64)
         if self.xtx is not None:
-            x32 = x.float()
             self.xtx += x32.T @ x32
-        if self.cosine is not None:
-            self.cosine += cosine_weighting(x.float(), output.detach().reshape(-1, output.shape[-1]).float())
-        if self.cosine_centred is not None:
-            centred_x, centred_a = _centred(inputs[0].detach().float()), _centred(output.detach().float())
-            self.cosine_centred += cosine_weighting(
-                centred_x.reshape(-1, x.shape[-1]), centred_a.reshape(-1, output.shape[-1])
-            )
+        if self.cosine is not None or self.cosine_centred is not None:
+            a32 = output.detach().float()
+            if self.cosine is not None:
+                self.cosine += cosine_weighting(x32, a32.reshape(-1, a32.shape[-1]))
+            if self.cosine_centred is not None:
+                centred_x = _centred(x32.reshape(inputs[0].shape)).reshape(x32.shape)
+                centred_a = _centred(a32).reshape(-1, a32.shape[-1])
+                self.cosine_centred += cosine_weighting(centred_x, centred_a)
         self.count += x.shape[0]
         self.samples += inputs[0].shape[0] if inputs[0].dim() > 2 else 1
 

@@ -35,11 +35,6 @@ class Journal:
         self._changed: set[int] = set()  # ids of the tensors changed since the last restore
         self.nbytes = 0
 
-    @property
-    def dirty(self) -> bool:
-        """Whether anything has been changed since the last restore."""
-        return bool(self._undo)
-
     def changed(self, tensor: Tensor) -> bool:
         """Whether `tensor` was changed through this journal since the last restore."""
         return id(tensor) in self._changed

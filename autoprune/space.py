@@ -26,6 +26,16 @@ from autoprune.errors import ConfigError
 _DISTRIBUTION_KEYS = {"choices", "low", "high", "type", "log", "step", "per_layer", "when"}
 
 
+def possible_values(spec: Any) -> list[Any]:
+    """What a raw space entry can take, for validation: a constant, each of its `choices`, or
+    both ends of its `low`/`high` range."""
+    if isinstance(spec, Mapping):
+        if "choices" in spec:
+            return list(spec["choices"])
+        return [spec.get("low"), spec.get("high")]
+    return [spec]
+
+
 class Suggester(Protocol):
     """The part of a backend's trial object the space needs (optuna.Trial satisfies it)."""
 

@@ -85,6 +85,7 @@ def main() -> None:
         print(f"{'':>8} best-searched ratios per unit: {' '.join(f'{r:.2f}' for r in ratios)}")
         print(f"{'':>8} OWL ratios per unit:           {' '.join(f'{r:.2f}' for r in owl_ratios)}")
 
+    remove.prepare(context, {"count": {"low": 1, "high": 2}})
     print("\nlayers removed by block influence (no pruning):")
     print(f"{'k':>3} {'plain':>9} {'compensated':>12}")
     for count in (1, 2):

@@ -21,6 +21,13 @@ def fresh(context: StudyContext) -> StudyContext:
     return dataclasses.replace(context, cache={})
 
 
+def prepared(context: StudyContext) -> StudyContext:
+    """A fresh context on which remove_layers has profiled the dense model, as a study does first."""
+    context = fresh(context)
+    RemoveLayers().prepare(context, {"count": {"low": 0, "high": 2}})
+    return context
+
+
 def test_block_influence_and_gap_match_the_hidden_states(tiny_context):
     profile = profile_blocks(tiny_context)
     with torch.no_grad():
@@ -57,7 +64,7 @@ def test_residual_writers_are_found_in_half_precision_too(tiny_context):
 
 
 def test_removed_blocks_are_gone_and_come_back(tiny_context):
-    context = fresh(tiny_context)
+    context = prepared(tiny_context)
     model = context.model
     dense = {name: p.clone() for name, p in model.state_dict().items()}
     size = context.registry.scorer("size")
@@ -77,7 +84,7 @@ def test_removed_blocks_are_gone_and_come_back(tiny_context):
 
 
 def test_compensation_equals_rescaling_the_stream_where_the_block_was(tiny_context):
-    context = fresh(tiny_context)
+    context = prepared(tiny_context)
     model, windows = context.model, context.evaluation[:2]
     journal = Journal()
     RemoveLayers().apply(context, {"count": 1, "compensate": False}, journal)
@@ -101,7 +108,7 @@ def test_compensation_equals_rescaling_the_stream_where_the_block_was(tiny_conte
 
 
 def test_prune_after_removal_prunes_the_remaining_blocks(tiny_context):
-    context = fresh(tiny_context)
+    context = prepared(tiny_context)
     dense = {name: p.clone() for name, p in context.model.state_dict().items()}
     params = {
         "remove_layers": {"count": 1, "compensate": True},
@@ -125,12 +132,19 @@ def test_bad_counts_and_order_are_refused(tiny_context):
     remove.check({"count": {"choices": [0, 1, 2]}, "compensate": {"choices": [True, False]}}, tiny_context.registry)
     with pytest.raises(ConfigError, match="goes up to 6, but the model has only 6 blocks"):
         remove.prepare(fresh(tiny_context), {"count": {"low": 0, "high": 6}})
-    with pytest.raises(ConfigError, match="only 6 blocks"):
-        remove.apply(fresh(tiny_context), {"count": 6}, Journal())
-    journal = Journal()
-    journal.on_undo(lambda: None)
-    with pytest.raises(ConfigError, match="first compressor"):
-        remove.apply(fresh(tiny_context), {"count": 1}, journal)
+
+
+def test_removal_after_prune_ranks_the_dense_blocks_and_restores(tiny_context):
+    context = prepared(tiny_context)
+    dense = {name: p.clone() for name, p in context.model.state_dict().items()}
+    registry = context.registry
+    params = {"prune": {"metric": "wanda", "sparsity": 0.5}, "remove_layers": {"count": 2, "compensate": True}}
+    result = run_trial(context, [registry.compressor("prune"), registry.compressor("remove_layers")], [], params)
+    profile = context.cache["remove_layers.profile"]
+    lowest = sorted(range(6), key=lambda i: profile.influence[i])[:2]
+    assert [i for i, flag in enumerate(result.info["remove_layers.removed"]) if flag] == sorted(lowest)
+    assert len(context.layout) == 6 and len(context.model.model.decoder.layers) == 6
+    assert all(torch.equal(dense[name], p) for name, p in context.model.state_dict().items())
 
 
 def test_owl_scores_the_dense_model_whatever_ran_before_prune(tiny_context):
@@ -140,7 +154,7 @@ def test_owl_scores_the_dense_model_whatever_ran_before_prune(tiny_context):
     both = {"remove_layers": {"count": 1, "compensate": True}, "prune": section}
     ratios = []
     for first in ("removal", "prune alone"):
-        context = fresh(tiny_context)
+        context = prepared(tiny_context)
         prune.prepare(context, section)  # as a study does before its first trial
         if first == "prune alone":
             run_trial(context, [prune], [], {"prune": section})

@@ -30,6 +30,17 @@ def runs_of(tmp_path, study):
     return client, parents, children
 
 
+def registry_with(scorer):
+    """The installed plugins plus one extra scorer, registered as a plugin would register it."""
+
+    class ScorerPlugin:
+        @hookimpl
+        def register_scorers(self):
+            return [scorer]
+
+    return build_registry(extra_plugins=(ScorerPlugin(),))
+
+
 def optuna_trials(tmp_path, study):
     return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
 
@@ -204,14 +215,8 @@ class InterruptsSecondTrial(Scorer):
         return {"calls": float(self.calls)}
 
 
-class InterruptingPlugin:
-    @hookimpl
-    def register_scorers(self):
-        return [InterruptsSecondTrial()]
-
-
 def test_ctrl_c_records_the_trial_as_killed_and_the_study_resumes(tmp_path):
-    registry = build_registry(extra_plugins=(InterruptingPlugin(),))
+    registry = registry_with(InterruptsSecondTrial())
     overrides = [*study_overrides(tmp_path, name="ctrlc", trials=3), "scorers=[interrupting]"]
     with pytest.raises(AutopruneError, match="interrupted; resume with study.name=ctrlc"):
         run_study(compose_config(overrides), registry)
@@ -273,14 +278,8 @@ class BreaksWhenSparse(Scorer):
         return {"fragile": sparsity}
 
 
-class FragilePlugin:
-    @hookimpl
-    def register_scorers(self):
-        return [BreaksWhenSparse()]
-
-
 def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
-    registry = build_registry(extra_plugins=(FragilePlugin(),))
+    registry = registry_with(BreaksWhenSparse())
     config = compose_config(
         [
             *study_overrides(tmp_path, name="fragile", trials=3),
@@ -304,7 +303,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
-    registry = build_registry(extra_plugins=(FragilePlugin(),))
+    registry = registry_with(BreaksWhenSparse())
     overrides = [
         *study_overrides(tmp_path, name="doomed", trials=2),
         "scorers=[fragile]",

@@ -33,7 +33,3 @@ def renormalise(
         else:
             high = middle
     return ratios((low + high) / 2)
-
-
-def weighted_mean(ratios: Sequence[float], sizes: Sequence[int]) -> float:
-    return sum(r * n for r, n in zip(ratios, sizes)) / float(sum(sizes))

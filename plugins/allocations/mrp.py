@@ -22,7 +22,7 @@ from autoprune.components import Allocation
 from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.model import AllocationUnit
-from autoprune_plugins.allocations.exact_mean import MAX_RATIO, renormalise, weighted_mean
+from autoprune_plugins.allocations.exact_mean import MAX_RATIO, renormalise
 from autoprune_plugins.allocations.outliers import sorted_scores
 
 M = 5.0
@@ -65,12 +65,15 @@ class MRP(Allocation):
         prefixes = [s.cumsum(0) for s in scores]
         ratios = [0.0] * len(units)
         current = [redundancy(s, p, 0.0, m) for s, p in zip(scores, prefixes)]
-        while weighted_mean(ratios, sizes) < target:
+        pruned, goal = 0.0, target * sum(sizes)  # pruned weights so far, and the count the mean asks for
+        while pruned < goal:
             open_units = [i for i, r in enumerate(ratios) if r < MAX_RATIO]
             if not open_units:  # every unit at the maximum: the mean is as high as it gets
                 break
             chosen = max(open_units, key=lambda i: current[i])
-            ratios[chosen] = min(ratios[chosen] + step, MAX_RATIO)
+            raised = min(ratios[chosen] + step, MAX_RATIO)
+            pruned += (raised - ratios[chosen]) * sizes[chosen]
+            ratios[chosen] = raised
             current[chosen] = redundancy(scores[chosen], prefixes[chosen], ratios[chosen], m)
         return renormalise(float(target), [r - target for r in ratios], sizes)
 

@@ -26,18 +26,10 @@ from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.model import GRANULARITIES, DecoderLayout
 from autoprune.registry import Registry
+from autoprune.space import possible_values
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO
 from autoprune_plugins.compressors.cached_ranks import CachedRanks
 from autoprune_plugins.sparsity import prune_mask
-
-
-def candidates(spec: Any) -> list[Any]:
-    """Every value a space entry can take that matters for validation."""
-    if isinstance(spec, Mapping):
-        if "choices" in spec:
-            return list(spec["choices"])
-        return [spec.get("low"), spec.get("high")]
-    return [spec]
 
 
 class Prune(Compressor):
@@ -47,26 +39,26 @@ class Prune(Compressor):
         for key in ("metric", "sparsity"):
             if key not in space:
                 raise ConfigError(f"space.prune.{key} is missing; the prune compressor needs a {key}")
-        for metric in candidates(space["metric"]):
+        for metric in possible_values(space["metric"]):
             registry.metric(metric).check(space)
-        for allocation in candidates(space.get("allocation", "uniform")):
+        for allocation in possible_values(space.get("allocation", "uniform")):
             registry.allocation(allocation).check(space)
-        for granularity in candidates(space.get("granularity", "block")):
+        for granularity in possible_values(space.get("granularity", "block")):
             if granularity not in GRANULARITIES:
                 raise ConfigError(
                     f"space.prune.granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
                 )
-        for sparsity in candidates(space["sparsity"]):
+        for sparsity in possible_values(space["sparsity"]):
             if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_RATIO:
                 raise ConfigError(
                     f"space.prune.sparsity takes values in [0, 1) (at most {MAX_RATIO}), got {sparsity!r}"
                 )
-        for pattern in candidates(space.get("pattern", "unstructured")):
+        for pattern in possible_values(space.get("pattern", "unstructured")):
             try:
                 SparsityPattern.parse(str(pattern))
             except ValueError as error:
                 raise ConfigError(f"space.prune.pattern: {error}") from None
-        granularities = candidates(space.get("granularity", "block"))
+        granularities = possible_values(space.get("granularity", "block"))
         per_layer = [k for k, v in space.items() if isinstance(v, Mapping) and v.get("per_layer")]
         if len(granularities) > 1 and per_layer:
             raise ConfigError(
@@ -80,23 +72,23 @@ class Prune(Compressor):
             )
 
     def stats_needed(self, space: Mapping[str, Any], registry: Registry, mode: str) -> set[StatKind]:
-        allocations = (registry.allocation(name) for name in candidates(space.get("allocation", "uniform")))
+        allocations = (registry.allocation(name) for name in possible_values(space.get("allocation", "uniform")))
         needed = set().union(*(allocation.needs for allocation in allocations))
         if mode == "dense-once":
-            needed |= set().union(*(registry.metric(name).needs for name in candidates(space["metric"])))
+            needed |= set().union(*(registry.metric(name).needs for name in possible_values(space["metric"])))
         return needed
 
     def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:
         """Let every allocation the section can pick score the dense model once."""
-        for name in candidates(space.get("allocation", "uniform")):
+        for name in possible_values(space.get("allocation", "uniform")):
             allocation = context.registry.allocation(name)
-            for granularity in candidates(space.get("granularity", "block")):
+            for granularity in possible_values(space.get("granularity", "block")):
                 allocation.prepare(context, context.layout.units(str(granularity)), space)
 
     def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
-        allocations = ", ".join(str(a) for a in candidates(space.get("allocation", "uniform")))
+        allocations = ", ".join(str(a) for a in possible_values(space.get("allocation", "uniform")))
         parts = []
-        for granularity in candidates(space.get("granularity", "block")):
+        for granularity in possible_values(space.get("granularity", "block")):
             units = len(layout.units(str(granularity)))
             if granularity == "block":
                 parts.append(f"one ratio per decoder block ({units} units; all linears of a block share it)")
@@ -106,7 +98,7 @@ class Prune(Compressor):
 
     def per_layer_count(self, space: Mapping[str, Any], layout: DecoderLayout) -> int:
         """Per-layer families (offsets, steps) have one value per allocation unit of the dense model."""
-        granularities = candidates(space.get("granularity", "block"))
+        granularities = possible_values(space.get("granularity", "block"))
         return max(len(layout.units(str(granularity))) for granularity in granularities)
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:

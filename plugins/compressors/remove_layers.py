@@ -16,8 +16,9 @@ fc2 / down_proj), found generically as the linears whose outputs sum to what the
 to the stream. With several blocks removed, the gaps (measured on the dense model) multiply.
 Post-norm decoders have neither this invariance nor such writers, and compensation refuses them.
 
-This compressor must run before any other that changes weights: it ranks blocks on the dense
-model. Space parameters: `count` (k, default 1), `compensate` (default true).
+Blocks are ranked, and their gaps measured, once in `prepare`, on the dense model, so the
+compressor may come before or after prune in the space. Space parameters: `count` (k,
+default 1), `compensate` (default true).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.model import DecoderLayout
 from autoprune.registry import Registry
+from autoprune.space import possible_values
+
+PROFILE = "remove_layers.profile"  # context.cache key of the study's BlockProfile
 
 
 @dataclass(frozen=True)
@@ -135,43 +139,30 @@ def profile_blocks(context: StudyContext) -> BlockProfile:
     )
 
 
-def _values(spec: Any) -> list[Any]:
-    """The values a space entry can take: a constant, {choices: [...]} or {low:, high:}."""
-    if isinstance(spec, Mapping):
-        return list(spec["choices"]) if "choices" in spec else [spec.get("low"), spec.get("high")]
-    return [spec]
-
-
 class RemoveLayers(Compressor):
     name = "remove_layers"
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:
         count = space.get("count", 1)
-        if not all(isinstance(c, int) and c >= 0 for c in _values(count)):
+        if not all(isinstance(c, int) and c >= 0 for c in possible_values(count)):
             raise ConfigError(f"space.remove_layers.count takes whole numbers of blocks >= 0, got {count!r}")
         compensate = space.get("compensate", True)
-        if not all(isinstance(option, bool) for option in _values(compensate)):
+        if not all(isinstance(option, bool) for option in possible_values(compensate)):
             raise ConfigError(f"space.remove_layers.compensate must be true or false, got {compensate!r}")
 
     def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:
-        most = max(_values(space.get("count", 1)))
+        most = max(possible_values(space.get("count", 1)))
         if most >= len(context.layout):
             raise ConfigError(
                 f"space.remove_layers.count goes up to {most}, but the model has only {len(context.layout)} blocks"
             )
-        if "remove_layers.profile" not in context.cache:
-            context.cache["remove_layers.profile"] = profile_blocks(context)
+        if PROFILE not in context.cache:
+            context.cache[PROFILE] = profile_blocks(context)
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         layout = context.layout
         count, compensate = int(params.get("count", 1)), bool(params.get("compensate", True))
-        if count >= len(layout):
-            raise ConfigError(f"remove_layers.count is {count}, but the model has only {len(layout)} blocks")
-        if "remove_layers.profile" not in context.cache:
-            if journal.dirty:
-                raise ConfigError("remove_layers must be the first compressor in the space: it ranks the dense model")
-            context.cache["remove_layers.profile"] = profile_blocks(context)
-        profile: BlockProfile = context.cache["remove_layers.profile"]
+        profile: BlockProfile = context.cache[PROFILE]  # measured on the dense model by `prepare`
         removed = set(sorted(range(len(layout)), key=lambda i: profile.influence[layout.slots[i]])[:count])
         if compensate and removed:
             if not profile.writers:
