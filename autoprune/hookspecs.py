@@ -1,7 +1,9 @@
 """The whole plugin contract of autoprune.
 
-A plugin is a module with functions marked `@autoprune.hookimpl` whose names match the hooks
-below. It is found through the ``autoprune`` entry-point group, so a package declares
+A plugin is a module with functions marked `@hookimpl` whose names match the hooks below. It
+imports everything it uses (`hookimpl`, the component classes, `StudyContext`, `LinearStats`, ...)
+from `autoprune.plugin`, the stable public surface; the rest of `autoprune` may move. It is found
+through the ``autoprune`` entry-point group, so a package declares
 
     [project.entry-points.autoprune]
     myplugin = "my_package.my_module"
@@ -10,7 +12,7 @@ in its `pyproject.toml`, and installing it is enough for autoprune to use it. Th
 components in `plugins/` are registered exactly this way.
 
 Every hook is called once, when the registry is built at the start of a command, with no
-arguments, and returns a list of component instances (see `autoprune.components`). Names must
+arguments, and returns a list of component instances (classes in `autoprune.plugin`). Names must
 be unique within a kind across all installed plugins; a clash stops the run with an error that
 names both plugins. Setting ``AUTOPRUNE_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry-point discovery;
 ``AUTOPRUNE_PLUGINS=pkg.mod,other.mod`` loads the named modules explicitly.

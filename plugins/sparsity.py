@@ -7,7 +7,7 @@ metric prunes to exactly the same counts.
 import torch
 from torch import Tensor
 
-from autoprune.components import SparsityPattern
+from autoprune.plugin import SparsityPattern
 
 
 def lowest_scores_mask(score: Tensor, ratio: float, comparison: str) -> Tensor:

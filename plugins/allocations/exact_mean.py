@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from autoprune.errors import ConfigError
+from autoprune.plugin import ConfigError
 
 MAX_RATIO = 0.99  # a unit keeps at least 1 % of its weights
 

@@ -17,11 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.components import Allocation
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.model import AllocationUnit
+from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO, renormalise
 from autoprune_plugins.allocations.outliers import sorted_scores
 

@@ -9,11 +9,7 @@ zero there is nothing to shift). Space parameters: `steps`, `optishear_delta` (d
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune import hookimpl
-from autoprune.components import Allocation
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.model import AllocationUnit
+from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
 from autoprune_plugins.allocations.exact_mean import renormalise
 
 DELTA = 0.05

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from autoprune.calibration import LinearStats
-from autoprune.context import StudyContext
-from autoprune.model import AllocationUnit
+from autoprune.plugin import AllocationUnit, LinearStats, StudyContext
 from autoprune_plugins.metrics.wanda import Wanda
 
 SAMPLE = 1 << 20  # scores kept per unit for MRP's sorted distribution

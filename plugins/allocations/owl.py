@@ -13,11 +13,7 @@ Space parameters: `owl_m` (M, default 5) and `owl_lambda` (λ, default 0.08).
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune import hookimpl
-from autoprune.components import Allocation
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.model import AllocationUnit
+from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
 from autoprune_plugins.allocations.exact_mean import renormalise
 from autoprune_plugins.allocations.outliers import outlier_fraction
 

@@ -9,11 +9,7 @@ searches only the shape of the allocation. Space parameter: `offsets` (per layer
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune import hookimpl
-from autoprune.components import Allocation
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.model import AllocationUnit
+from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
 from autoprune_plugins.allocations.exact_mean import renormalise
 
 

@@ -3,10 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune import hookimpl
-from autoprune.components import Allocation
-from autoprune.context import StudyContext
-from autoprune.model import AllocationUnit
+from autoprune.plugin import Allocation, AllocationUnit, StudyContext, hookimpl
 
 
 class Uniform(Allocation):

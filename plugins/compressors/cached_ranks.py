@@ -19,11 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric
-from autoprune.context import StudyContext
-from autoprune.journal import Journal
-from autoprune.snapshot import WeightSnapshot
+from autoprune.plugin import Journal, LinearStats, PruningMetric, StudyContext, WeightSnapshot
 from autoprune_plugins.sparsity import row_positions
 
 

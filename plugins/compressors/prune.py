@@ -18,15 +18,20 @@ there is no second trial to pay the cache back).
 from collections.abc import Mapping
 from typing import Any
 
-from autoprune import hookimpl
-from autoprune.calibration import BlockInputs
-from autoprune.components import Compressor, SparsityPattern, StatKind
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.journal import Journal
-from autoprune.model import GRANULARITIES, DecoderLayout
-from autoprune.registry import Registry
-from autoprune.space import possible_values
+from autoprune.plugin import (
+    GRANULARITIES,
+    BlockInputs,
+    Compressor,
+    ConfigError,
+    DecoderLayout,
+    Journal,
+    Registry,
+    SparsityPattern,
+    StatKind,
+    StudyContext,
+    hookimpl,
+    possible_values,
+)
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO
 from autoprune_plugins.compressors.cached_ranks import CachedRanks
 from autoprune_plugins.sparsity import prune_mask

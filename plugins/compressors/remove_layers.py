@@ -32,15 +32,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from autoprune import hookimpl
-from autoprune.calibration import BlockInputs
-from autoprune.components import Compressor
-from autoprune.context import StudyContext
-from autoprune.errors import ConfigError
-from autoprune.journal import Journal
-from autoprune.model import DecoderLayout
-from autoprune.registry import Registry
-from autoprune.space import possible_values
+from autoprune.plugin import (
+    BlockInputs,
+    Compressor,
+    ConfigError,
+    DecoderLayout,
+    Journal,
+    Registry,
+    StudyContext,
+    hookimpl,
+    possible_values,
+)
 
 PROFILE = "remove_layers.profile"  # context.cache key of the study's BlockProfile
 

@@ -8,10 +8,7 @@ autoprune space.prune.metric.choices=[relative_magnitude] scorers=[perplexity,si
 import torch
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric, Scorer
-from autoprune.context import StudyContext
+from autoprune.plugin import LinearStats, PruningMetric, Scorer, StudyContext, hookimpl
 
 
 class RelativeMagnitude(PruningMetric):

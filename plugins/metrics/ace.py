@@ -37,9 +37,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric, StatKind
+from autoprune.plugin import LinearStats, PruningMetric, StatKind, hookimpl
 
 
 class _CosineLoss(PruningMetric):

@@ -2,9 +2,7 @@
 
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric
+from autoprune.plugin import LinearStats, PruningMetric, hookimpl
 
 
 class Magnitude(PruningMetric):

@@ -24,10 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric
-from autoprune.errors import ConfigError
+from autoprune.plugin import ConfigError, LinearStats, PruningMetric, hookimpl
 
 TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
     "identity": lambda a: a,

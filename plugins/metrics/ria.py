@@ -8,9 +8,7 @@ row, so no row or column is emptied; ‖X_j‖ enters as in Wanda, as sqrt(Σ_t 
 
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric
+from autoprune.plugin import LinearStats, PruningMetric, hookimpl
 
 POWER = 0.5
 

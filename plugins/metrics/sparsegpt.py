@@ -21,10 +21,7 @@ The journal keeps each matrix's old values, since every surviving weight changes
 import torch
 from torch import Tensor, nn
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric, SparsityPattern
-from autoprune.journal import Journal
+from autoprune.plugin import Journal, LinearStats, PruningMetric, SparsityPattern, hookimpl
 
 BLOCK_SIZE = 128
 DAMPING = 0.01

@@ -11,11 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric, SparsityPattern
-from autoprune.errors import ConfigError
-from autoprune.journal import Journal
+from autoprune.plugin import ConfigError, Journal, LinearStats, PruningMetric, SparsityPattern, hookimpl
 from autoprune_plugins.sparsity import prune_mask
 
 

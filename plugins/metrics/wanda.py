@@ -9,9 +9,7 @@ would overflow large norms and tie many scores within a row).
 
 from torch import Tensor
 
-from autoprune import hookimpl
-from autoprune.calibration import LinearStats
-from autoprune.components import PruningMetric
+from autoprune.plugin import LinearStats, PruningMetric, hookimpl
 
 
 class Wanda(PruningMetric):

@@ -5,9 +5,7 @@ import math
 import torch
 from torch.nn import functional
 
-from autoprune import hookimpl
-from autoprune.components import Scorer
-from autoprune.context import StudyContext
+from autoprune.plugin import Scorer, StudyContext, hookimpl
 
 TOKENS_PER_BATCH = 4096
 

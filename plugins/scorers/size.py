@@ -10,9 +10,7 @@ import math
 
 import torch
 
-from autoprune import hookimpl
-from autoprune.components import Scorer
-from autoprune.context import StudyContext
+from autoprune.plugin import Scorer, StudyContext, hookimpl
 
 
 def tensor_bytes(tensor: torch.Tensor, prunable: bool) -> int:
