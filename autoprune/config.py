@@ -1,7 +1,7 @@
 """Structured configuration: the schema Hydra's composed YAML is merged into and checked against.
 
 Types and unknown keys are checked here, when the config is composed, before anything loads;
-the plugin-dependent checks (names, ranges) happen in `autoprune.study.prepare`.
+the plugin-dependent checks (names, ranges) happen in `autoprune.plan.prepare`.
 """
 
 from __future__ import annotations

@@ -3,63 +3,29 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
-from autoprune.baselines import build_baselines
-from autoprune.calibration import collect_stats
-from autoprune.components import Compressor, Direction, Scorer
-from autoprune.config import AutopruneConfig, CalibrationConfig
+from autoprune.builder import build_context, prepare_compressors
 from autoprune.context import StudyContext
-from autoprune.data import calibration_set, check_source, evaluation_windows, read_text, tokenize
-from autoprune.errors import AutopruneError, ConfigError
-from autoprune.model import check_model_source, decoder_layout, load_model, model_context
+from autoprune.errors import AutopruneError
 from autoprune.pareto import pareto_front
-from autoprune.registry import Registry, build_registry
+from autoprune.plan import Plan, prepare
+from autoprune.registry import Registry
 from autoprune.report import format_table
-from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Baseline, OptunaSearch, check_search
-from autoprune.space import SearchSpace
-from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
+from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, OptunaSearch
 from autoprune.tracking import StudyTracker, expand_lists, flatten
 from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
-CALIBRATION_MODES = ("dense-once", "sequential")
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LAYER_KEY = re.compile(r"\.\d+$")
-
-
-@dataclass
-class Plan:
-    """A study's configuration, checked against the installed plugins before any compute."""
-
-    config: AutopruneConfig
-    resolved: DictConfig
-    registry: Registry
-    space: SearchSpace
-    compressors: list[Compressor]
-    scorers: list[Scorer]
-    study_name: str
-    baselines: list[Baseline] = field(default_factory=list)
-
-    @property
-    def objectives(self) -> list[str]:
-        return [name for scorer in self.scorers for name in scorer.objectives]
-
-    @property
-    def directions(self) -> list[Direction]:
-        return [direction for scorer in self.scorers for direction in scorer.objectives.values()]
 
 
 @dataclass
@@ -70,131 +36,6 @@ class StudyResult:
     front: list[int]  # trial numbers of the Pareto set
     ran: int  # trials run by this invocation (completed or failed)
     seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-
-def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
-    """Check every name and range in the config; raises ConfigError with the fix."""
-    config: AutopruneConfig = OmegaConf.to_object(resolved)  # type: ignore[assignment]
-    registry = registry or build_registry()
-    if not config.scorers:
-        raise ConfigError(f"no scorers are selected; set scorers=[...] ({registry.known_phrase('scorer')})")
-    scorers = [registry.scorer(name) for name in config.scorers]
-    space = SearchSpace.parse(config.space)
-    compressors = [registry.compressor(name) for name in space.sections]
-    for compressor in compressors:
-        compressor.check(config.space[compressor.name], registry)
-    check_search(config.search)
-    check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
-    if config.calibration.mode not in CALIBRATION_MODES:
-        raise ConfigError(
-            f"unknown calibration.mode {config.calibration.mode!r}; choose one of {', '.join(CALIBRATION_MODES)}"
-        )
-    if config.calibration.batch_size < 1:
-        raise ConfigError(f"calibration.batch_size is {config.calibration.batch_size}; it must be at least 1")
-    if config.data.calib_windows < 1 or (config.data.eval_windows is not None and config.data.eval_windows < 1):
-        raise ConfigError("data.calib_windows and data.eval_windows must be at least 1 (eval_windows=null uses all)")
-    check_source(config.data.calibration, "calibration")
-    check_source(config.data.evaluation, "evaluation")
-    study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if not _STUDY_NAME.match(study_name):
-        raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
-    for allocation in config.baselines.allocations:
-        try:
-            registry.allocation(allocation).check(config.space.get("prune", {}))
-        except ConfigError as error:
-            raise ConfigError(f"baselines.allocations: {error}") from None
-    baselines = build_baselines(space, config.baselines)
-    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name, baselines)
-    if len(set(plan.objectives)) != len(plan.objectives):
-        raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
-    return plan
-
-
-def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()) -> StudyContext:
-    """Load the model and data and collect the calibration statistics, once for the whole study
-    (including what the `baselines` still to run need)."""
-    config = plan.config
-    started = time.perf_counter()
-    model, tokenizer = load_model(config.model.path, config.model.hub_id, config.model.dtype, config.model.device)
-    layout = decoder_layout(model)
-    seconds["load"].append(time.perf_counter() - started)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        f"model {config.model.name}: {n_params / 1e6:.1f}M parameters, {len(layout)} decoder blocks, "
-        f"{len(layout.all_linears())} prunable linears ({seconds['load'][-1]:.1f}s)"
-    )
-
-    started = time.perf_counter()
-    context_length = model_context(model, config.model.context)
-    data = config.data
-    calibration = calibration_set(data.calibration, tokenizer, context_length, data.calib_windows, data.seed)
-    evaluation = evaluation_windows(
-        tokenize(tokenizer, read_text(data.evaluation), data.evaluation.special_tokens),
-        context_length,
-        data.eval_windows,
-    )
-    seconds["data"].append(time.perf_counter() - started)
-    log.info(
-        f"data {config.data.name}: {len(calibration)} calibration and {len(evaluation)} evaluation windows "
-        f"of {context_length} tokens ({seconds['data'][-1]:.1f}s)"
-    )
-
-    started = time.perf_counter()
-    settings = config.calibration
-    if settings.mode == "sequential":
-        log.info("calibration: sequential, each trial collects every block's statistics after pruning the ones before")
-    kinds = set().union(
-        *(c.stats_needed(config.space[c.name], plan.registry, settings.mode) for c in plan.compressors),
-        *(plan.registry.allocation(a).needs for a in _baseline_allocations(baselines)),
-    )
-    dense_stats = kinds or settings.mode == "dense-once"
-    stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
-    seconds["calibration"].append(time.perf_counter() - started)
-    return StudyContext(
-        model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
-    )
-
-
-def prepare_compressors(
-    plan: Plan, context: StudyContext, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()
-) -> None:
-    """Let each compressor compute on the dense model, once, what its trials (and the baselines') share."""
-    started = time.perf_counter()
-    space = plan.config.space
-    for compressor in plan.compressors:
-        compressor.prepare(context, space[compressor.name])
-        for baseline in baselines:
-            if compressor.name in baseline.overrides:
-                compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
-    seconds["prepare"].append(time.perf_counter() - started)
-
-
-def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:
-    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in baselines}
-
-
-def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):
-    """Statistics from the store when this model, these windows and kinds were seen before, else one pass."""
-    started = time.perf_counter()
-    store = (
-        StatsStore(Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()) if settings.cache else None
-    )
-    key = stats_key(model, windows, kinds) if store else ""
-    stats = store.load(key) if store else None
-    if stats is not None:
-        log.info(
-            f"calibration: statistics of {len(stats)} linears loaded from {store.path(key)}, "
-            f"0 calibration forward passes ({time.perf_counter() - started:.1f}s)"
-        )
-        return stats
-    stats = collect_stats(model, layout, windows, kinds, settings.batch_size)
-    passes = math.ceil(len(windows) / settings.batch_size)
-    where = f", stored in {store.save(key, stats)}" if store else ""
-    log.info(
-        f"calibration: input statistics of {len(stats)} linears from {windows.numel():,} tokens in {passes} "
-        f"calibration forward passes, once for all trials{where} ({time.perf_counter() - started:.1f}s)"
-    )
-    return stats
 
 
 def _summary(params: dict[str, Any]) -> str:

@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.6, 0.7])
     args, overrides = parser.parse_known_args()
 
+    from autoprune.builder import build_context
     from autoprune.config import compose_config
-    from autoprune.study import build_context, prepare
+    from autoprune.plan import prepare
     from autoprune.trial import run_trial
 
     context = build_context(

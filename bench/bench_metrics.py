@@ -20,8 +20,9 @@ SETTINGS = [("50%", {"sparsity": 0.5}), ("70%", {"sparsity": 0.7}), ("2:4", {"sp
 
 
 def main(overrides: list[str]) -> None:
+    from autoprune.builder import build_context
     from autoprune.config import compose_config
-    from autoprune.study import build_context, prepare
+    from autoprune.plan import prepare
     from autoprune.trial import run_trial
     from autoprune_plugins.scorers.perplexity import perplexity
 

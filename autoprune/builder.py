@@ -1,0 +1,110 @@
+"""Building a study's context: load the model and data, collect the calibration statistics and let
+the compressors prepare on the dense model — once per study (or per worker process)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from autoprune.calibration import collect_stats
+from autoprune.config import CalibrationConfig
+from autoprune.context import StudyContext
+from autoprune.data import calibration_set, evaluation_windows, read_text, tokenize
+from autoprune.model import decoder_layout, load_model, model_context
+from autoprune.plan import Plan
+from autoprune.search import Baseline
+from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
+
+log = logging.getLogger("autoprune")
+
+
+def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()) -> StudyContext:
+    """Load the model and data and collect the calibration statistics, once for the whole study
+    (including what the `baselines` still to run need)."""
+    config = plan.config
+    started = time.perf_counter()
+    model, tokenizer = load_model(config.model.path, config.model.hub_id, config.model.dtype, config.model.device)
+    layout = decoder_layout(model)
+    seconds["load"].append(time.perf_counter() - started)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        f"model {config.model.name}: {n_params / 1e6:.1f}M parameters, {len(layout)} decoder blocks, "
+        f"{len(layout.all_linears())} prunable linears ({seconds['load'][-1]:.1f}s)"
+    )
+
+    started = time.perf_counter()
+    context_length = model_context(model, config.model.context)
+    data = config.data
+    calibration = calibration_set(data.calibration, tokenizer, context_length, data.calib_windows, data.seed)
+    evaluation = evaluation_windows(
+        tokenize(tokenizer, read_text(data.evaluation), data.evaluation.special_tokens),
+        context_length,
+        data.eval_windows,
+    )
+    seconds["data"].append(time.perf_counter() - started)
+    log.info(
+        f"data {config.data.name}: {len(calibration)} calibration and {len(evaluation)} evaluation windows "
+        f"of {context_length} tokens ({seconds['data'][-1]:.1f}s)"
+    )
+
+    started = time.perf_counter()
+    settings = config.calibration
+    if settings.mode == "sequential":
+        log.info("calibration: sequential, each trial collects every block's statistics after pruning the ones before")
+    kinds = set().union(
+        *(c.stats_needed(config.space[c.name], plan.registry, settings.mode) for c in plan.compressors),
+        *(plan.registry.allocation(a).needs for a in _baseline_allocations(baselines)),
+    )
+    dense_stats = kinds or settings.mode == "dense-once"
+    stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
+    seconds["calibration"].append(time.perf_counter() - started)
+    return StudyContext(
+        model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
+    )
+
+
+def prepare_compressors(
+    plan: Plan, context: StudyContext, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()
+) -> None:
+    """Let each compressor compute on the dense model, once, what its trials (and the baselines') share."""
+    started = time.perf_counter()
+    space = plan.config.space
+    for compressor in plan.compressors:
+        compressor.prepare(context, space[compressor.name])
+        for baseline in baselines:
+            if compressor.name in baseline.overrides:
+                compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
+    seconds["prepare"].append(time.perf_counter() - started)
+
+
+def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:
+    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in baselines}
+
+
+def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):
+    """Statistics from the store when this model, these windows and kinds were seen before, else one pass."""
+    started = time.perf_counter()
+    store = (
+        StatsStore(Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()) if settings.cache else None
+    )
+    key = stats_key(model, windows, kinds) if store else ""
+    stats = store.load(key) if store else None
+    if stats is not None:
+        log.info(
+            f"calibration: statistics of {len(stats)} linears loaded from {store.path(key)}, "
+            f"0 calibration forward passes ({time.perf_counter() - started:.1f}s)"
+        )
+        return stats
+    stats = collect_stats(model, layout, windows, kinds, settings.batch_size)
+    passes = math.ceil(len(windows) / settings.batch_size)
+    where = f", stored in {store.save(key, stats)}" if store else ""
+    log.info(
+        f"calibration: input statistics of {len(stats)} linears from {windows.numel():,} tokens in {passes} "
+        f"calibration forward passes, once for all trials{where} ({time.perf_counter() - started:.1f}s)"
+    )
+    return stats
+
+
