@@ -42,7 +42,7 @@ def _configure_logging() -> None:
 
 
 def list_plugins() -> str:
-    """The installed components by kind, with the plugin module and distribution of each."""
+    """The installed components by kind, with the plugin module and distribution of each, then broken plugins."""
     from autoprune.registry import KINDS, build_registry
 
     registry = build_registry()
@@ -60,6 +60,14 @@ def list_plugins() -> str:
         for name in sorted(entries):
             entry = entries[name]
             lines.append(f"  {name:<{name_width}}  {entry.plugin:<{plugin_width}}  from {entry.distribution}")
+    if registry.broken:
+        lines.append("broken plugins:")
+        broken_width = max(len(broken.name) for broken in registry.broken)
+        distribution_width = max(len(broken.distribution) for broken in registry.broken)
+        for broken in registry.broken:
+            lines.append(
+                f"  {broken.name:<{broken_width}}  from {broken.distribution:<{distribution_width}}  {broken.problem}"
+            )
     return "\n".join(lines)
 
 
