@@ -54,15 +54,22 @@ def cosine_weighting(inputs: Tensor, outputs: Tensor) -> Tensor:
 
 
 def _centred(tensor: Tensor) -> Tensor:
-    """Subtract each window's mean over its tokens (a 2-D tensor is one window)."""
-    tokens = -2 if tensor.dim() > 2 else 0
-    return tensor - tensor.mean(tokens, keepdim=True)
+    """Subtract each window's mean over its tokens from a (windows, tokens, features) tensor."""
+    return tensor - tensor.mean(1, keepdim=True)
 
 
 class _Accumulator:
     """Running sums on the model's device in float64 (so variances keep their precision); only
     the (in,)-sized results move to the CPU. XᵀX accumulates in float32, as SparseGPT does, and
-    so do the (out, in) cosine weightings."""
+    so do the (out, in) cosine weightings.
+
+    A linear's input need not keep the shape of the batch: OPT flattens fc1's and fc2's input to
+    (windows·tokens, hidden). So the driver, which knows the batch, sets `batch` to its (windows,
+    tokens) before each forward pass, and every input and output is viewed as (windows, tokens,
+    features): the sequence count and the per-window centring then do not depend on the rank of
+    the input nor on how many windows a forward pass holds. Without it (a hook driven by hand),
+    an input of rank > 2 has its windows in the leading dimensions and a 2-D input is one window.
+    """
 
     def __init__(self, linear: nn.Linear, kinds: set[str]):
         features, device = linear.in_features, linear.weight.device
@@ -74,24 +81,35 @@ class _Accumulator:
         self.cosine_centred = torch.zeros(shape, device=device) if "cosine_centred" in kinds else None
         self.count = 0
         self.samples = 0
+        self.batch: tuple[int, int] | None = None  # (windows, tokens) of the forward pass running now
+
+    def _windows(self, tensor: Tensor) -> Tensor:
+        """`tensor` viewed as (windows, tokens, features)."""
+        if self.batch is not None:
+            windows, tokens = self.batch
+        elif tensor.dim() > 2:
+            windows, tokens = tensor.shape[:-2].numel(), tensor.shape[-2]
+        else:
+            windows, tokens = 1, tensor.shape[0]
+        return tensor.reshape(windows, tokens, tensor.shape[-1])
 
     def __call__(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+        x = self._windows(inputs[0].detach())  # (windows, tokens, in)
+        windows, tokens, _ = x.shape
         x32 = x.float()
-        self.sum += x.sum(0, dtype=torch.float64)
-        self.sum_sq += x32.square().sum(0, dtype=torch.float64)
+        flat = x32.reshape(windows * tokens, -1)  # (windows·tokens, in)
+        self.sum += x.sum((0, 1), dtype=torch.float64)
+        self.sum_sq += flat.square().sum(0, dtype=torch.float64)
         if self.xtx is not None:
-            self.xtx += x32.T @ x32
+            self.xtx += flat.T @ flat
         if self.cosine is not None or self.cosine_centred is not None:
-            a32 = output.detach().float()
+            a32 = self._windows(output.detach().float())  # (windows, tokens, out)
             if self.cosine is not None:
-                self.cosine += cosine_weighting(x32, a32.reshape(-1, a32.shape[-1]))
+                self.cosine += cosine_weighting(flat, a32.flatten(0, 1))
             if self.cosine_centred is not None:
-                centred_x = _centred(x32.reshape(inputs[0].shape)).reshape(x32.shape)
-                centred_a = _centred(a32).reshape(-1, a32.shape[-1])
-                self.cosine_centred += cosine_weighting(centred_x, centred_a)
-        self.count += x.shape[0]
-        self.samples += inputs[0].shape[0] if inputs[0].dim() > 2 else 1
+                self.cosine_centred += cosine_weighting(_centred(x32).flatten(0, 1), _centred(a32).flatten(0, 1))
+        self.count += windows * tokens
+        self.samples += windows
 
     def result(self) -> LinearStats:
         def cpu(tensor: Tensor | None) -> Tensor | None:
@@ -108,12 +126,22 @@ class _Accumulator:
         )
 
 
+class Accumulators(dict[str, _Accumulator]):
+    """The accumulators of several linears, by name."""
+
+    def batch(self, windows: int, tokens: int) -> None:
+        """Tell every accumulator the shape of the batch the next forward pass runs."""
+        for accumulator in self.values():
+            accumulator.batch = (windows, tokens)
+
+
 @contextmanager
-def accumulating(linears: dict[str, nn.Linear], kinds: Iterable[str]) -> Iterator[dict[str, _Accumulator]]:
+def accumulating(linears: dict[str, nn.Linear], kinds: Iterable[str]) -> Iterator[Accumulators]:
     """Sum the inputs (and, for the cosine kinds, outputs) of `linears` during whatever forward
-    passes run inside the block; `.result()` of each accumulator gives its `LinearStats`."""
+    passes run inside the block; `.result()` of each accumulator gives its `LinearStats`. A
+    driver calls `.batch(windows, tokens)` before each pass (see `_Accumulator`)."""
     kinds = set(kinds)
-    accumulators = {name: _Accumulator(linear, kinds) for name, linear in linears.items()}
+    accumulators = Accumulators({name: _Accumulator(linear, kinds) for name, linear in linears.items()})
     handles = [linear.register_forward_hook(accumulators[name]) for name, linear in linears.items()]
     try:
         yield accumulators
@@ -135,6 +163,7 @@ def collect_stats(
     device = next(model.parameters()).device
     with accumulating(layout.all_linears(), kinds) as accumulators:
         for batch in windows.split(batch_size):
+            accumulators.batch(*batch.shape[:2])
             model(batch.to(device), use_cache=False)
     return {name: accumulator.result() for name, accumulator in accumulators.items()}
 
@@ -173,10 +202,12 @@ class BlockInputs:
             handle.remove()
 
     @torch.no_grad()
-    def _run(self, index: int) -> list[Tensor]:
+    def _run(self, index: int, accumulators: Accumulators | None = None) -> list[Tensor]:
         block = self.layout.blocks[index]
         outputs = []
-        for hidden, args, kwargs in self.calls:
+        for hidden, args, kwargs in self.calls:  # hidden: (windows, tokens, hidden)
+            if accumulators is not None:
+                accumulators.batch(*hidden.shape[:2])
             output = block(hidden, *args, **kwargs)
             outputs.append(output[0] if isinstance(output, tuple) else output)
         return outputs
@@ -184,7 +215,7 @@ class BlockInputs:
     def collect(self, index: int, kinds: Iterable[str]) -> dict[str, LinearStats]:
         """Statistics of block `index`'s linears on its current inputs."""
         with accumulating(self.layout.linears[index], kinds) as accumulators:
-            self._run(index)
+            self._run(index, accumulators)
         return {name: accumulator.result() for name, accumulator in accumulators.items()}
 
     def advance(self, index: int) -> None:

@@ -1,8 +1,9 @@
 """Calibration statistics on disk, keyed by what they depend on, so a study on the same model
 and data runs no calibration forward pass at all.
 
-The key is a SHA-256 of the model's weights, the calibration token windows (which fix their
-count and length) and the statistic kinds; any change to one of them is a different entry.
+The key is a SHA-256 of the format version, the model's weights, the calibration token windows
+(which fix their count and length) and the statistic kinds; any change to one of them is a
+different entry.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from torch import Tensor, nn
 
 from autoprune.calibration import LinearStats
 
-FORMAT = "autoprune-stats-1"
+# Bumped whenever what a stored statistic means changes, so older entries are never read back.
+# 2: sequence counts and per-window centring follow the calibration batches, whatever the rank
+# of a linear's input (1 counted one sequence per batch for OPT's fc1/fc2).
+FORMAT = "autoprune-stats-2"
 
 
 def default_cache_dir() -> Path:
