@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 
 USAGE = """usage: autoprune [plugins] [--cfg] [KEY=VALUE ...]
 
@@ -72,6 +72,7 @@ def list_plugins() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; a user's mistake ends as one line on stderr and exit code 2, before compute."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -84,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from autoprune.config import compose_config
 
+        options = [arg for arg in args if arg.startswith("-") and arg != "--cfg"]
+        if options:
+            raise ConfigError(
+                f"unknown option {options[0]!r}; autoprune takes plugins, --cfg, --help and KEY=VALUE overrides"
+            )
         show_config = "--cfg" in args
         config = compose_config([arg for arg in args if arg != "--cfg"])
         if show_config:
@@ -94,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_study(config)
     except AutopruneError as error:
-        print(f"autoprune: error: {error}", file=sys.stderr)
+        print(f"autoprune: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     return 0
 

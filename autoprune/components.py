@@ -129,9 +129,20 @@ class Compressor(ABC):
 
     The compressor's entry in the search space (`space.<name>` in the config) is the data it
     is configured by: `check` validates it before any compute, `apply` receives one sample.
+
+    The keys that section may hold are declared, not guessed: `params` names the compressor's
+    own, and `section_keys` adds those of the components it hands the section to (a metric's or
+    an allocation's `params`). Before any compute the core refuses every other key, naming the
+    known ones, so a typo (`patern` for `pattern`) stops the run instead of being ignored.
     """
 
     name: ClassVar[str]
+    params: ClassVar[tuple[str, ...]] = ()
+
+    def section_keys(self, registry: Registry) -> frozenset[str]:
+        """Every key `space.<name>` may hold: `params`, plus the `params` of any metric, allocation or
+        other component the compressor passes its section to (all installed ones it may select)."""
+        return frozenset(self.params)
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:  # noqa: B027
         """Raise `ConfigError` if the space section is invalid. Called before the model loads."""

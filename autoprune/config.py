@@ -1,82 +1,110 @@
 """Structured configuration: the schema Hydra's composed YAML is merged into and checked against.
 
-Types and unknown keys are checked here, when the config is composed, before anything loads;
-the plugin-dependent checks (names, ranges) happen in `autoprune.plan.prepare`.
+Every field declares what it accepts next to its default (`metadata=rules(...)`, see
+`autoprune.validation`): the one validator walks these dataclasses, so a section added here is
+validated by declaring its fields, with nothing else to write. Types and the rules that need
+nothing but the value are checked when the config is composed; the checks that need the
+installed plugins or look at the machine run in `autoprune.plan.prepare`, still before any compute.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 import autoprune_conf
 from autoprune.data import TextSource
 from autoprune.errors import ConfigError
-from autoprune.model import embedded_model_path
+from autoprune.model import DTYPES, embedded_model_path
+from autoprune.overrides import check_syntax, compose_error
+from autoprune.probes import Device, StorageURL, TrackingURI, WritableDir
+from autoprune.validation import NAME, SEED, Each, OneOf, Range, Text, check_fields, rules
 
 CONFIG_DIR = Path(autoprune_conf.__file__).parent
+CALIBRATION_MODES = ("dense-once", "sequential")
+
+# Upper bounds a run can reach on one machine, stated in the messages that refuse more.
+MAX_TRIALS = 100_000
+MAX_WINDOWS = 1_000_000
+MAX_BATCH = 4096
+MAX_CONTEXT = 1 << 20
+HUB_ID = Text(
+    96,
+    r"(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?",
+    "a Hugging Face model id such as facebook/opt-1.3b",
+)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"
-    path: str | None = None  # local checkpoint directory; wins over hub_id
-    hub_id: str | None = None  # Hugging Face hub id, loaded with from_pretrained when path is null
-    dtype: str = "float32"
-    device: str = "cpu"
-    context: int | None = None  # window length in tokens; null = the model's maximum
+    name: str = field(default="tiny", metadata=rules(NAME))
+    path: str | None = field(default=None, metadata=rules(Text(4096)))  # local checkpoint directory; wins over hub_id
+    hub_id: str | None = field(default=None, metadata=rules(HUB_ID))  # loaded with from_pretrained when path is null
+    dtype: str = field(default="float32", metadata=rules(OneOf(tuple(DTYPES))))
+    device: str = field(default="cpu", metadata=rules(Device()))
+    # window length in tokens; null = the model's maximum
+    context: int | None = field(default=None, metadata=rules(Range(1, MAX_CONTEXT)))
 
 
 @dataclass
 class DataConfig:
-    name: str = "stdlib"
+    name: str = field(default="stdlib", metadata=rules(Text(100)))
     calibration: TextSource = field(default_factory=lambda: TextSource(split="calib"))
     evaluation: TextSource = field(default_factory=lambda: TextSource(split="eval"))
-    calib_windows: int = 128
-    eval_windows: int | None = None  # null = all
-    seed: int = 0
+    calib_windows: int = field(default=128, metadata=rules(Range(1, MAX_WINDOWS)))
+    eval_windows: int | None = field(default=None, metadata=rules(Range(1, MAX_WINDOWS)))  # null = all
+    seed: int = field(default=0, metadata=rules(SEED))
 
 
 @dataclass
 class CalibrationConfig:
-    mode: str = "dense-once"  # or "sequential": statistics from the already-pruned earlier blocks, every trial
+    # or "sequential": statistics from the already-pruned earlier blocks, every trial
+    mode: str = field(default="dense-once", metadata=rules(OneOf(CALIBRATION_MODES)))
     cache: bool = True  # reuse statistics of the same model, windows and kinds from disk
-    cache_dir: str | None = None  # null = $XDG_CACHE_HOME/autoprune/stats or ~/.cache/autoprune/stats
-    batch_size: int = 8  # windows per forward pass
+    # null = $XDG_CACHE_HOME/autoprune/stats or ~/.cache/autoprune/stats
+    cache_dir: str | None = field(default=None, metadata=rules(Text(4096), WritableDir()))
+    batch_size: int = field(default=8, metadata=rules(Range(1, MAX_BATCH)))  # windows per forward pass
 
 
 @dataclass
 class SearchConfig:
-    sampler: str = "tpe"
-    n_trials: int = 30  # completed trials the study should have
-    seed: int = 0
-    population_size: int | None = None  # NSGA-III; null = sized from n_trials
-    n_startup_trials: int = 10  # TPE: random trials before the model-based ones
-    max_failures: int | None = None  # stop after this many failed trials in one run; null = n_trials
+    sampler: str = field(default="tpe", metadata=rules(Text(100)))  # names checked by autoprune.search
+    n_trials: int = field(default=30, metadata=rules(Range(1, MAX_TRIALS)))  # completed trials the study should have
+    seed: int = field(default=0, metadata=rules(SEED))
+    # NSGA-III; null = sized from n_trials
+    population_size: int | None = field(default=None, metadata=rules(Range(2, 10_000)))
+    # TPE: random trials before the model-based ones
+    n_startup_trials: int = field(default=10, metadata=rules(Range(0, MAX_TRIALS)))
+    # stop after this many failed trials in one run; null = n_trials
+    max_failures: int | None = field(default=None, metadata=rules(Range(1, MAX_TRIALS)))
 
 
 @dataclass
 class BaselinesConfig:
-    allocations: list[str] = field(default_factory=lambda: ["uniform", "owl"])  # [] = no baselines
-    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.7])  # used when the sparsity is searched
+    # [] = no baselines
+    allocations: list[str] = field(default_factory=lambda: ["uniform", "owl"], metadata=rules(Each(Text(100))))
+    # used when the sparsity is searched; at most 0.99, as every allocation unit keeps 1 % of its weights
+    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.7], metadata=rules(Each(Range(0.0, 0.99))))
 
 
 @dataclass
 class StudySection:
-    name: str | None = None  # null = a fresh name; reuse a name to resume or extend that study
-    storage: str = "sqlite:///autoprune.db"
+    # null = a fresh name; reuse a name to resume or extend that study
+    name: str | None = field(default=None, metadata=rules(NAME))
+    storage: str = field(default="sqlite:///autoprune.db", metadata=rules(Text(4096), StorageURL()))
+    # seconds; a trial whose process has been silent for 3 intervals is failed and run again
+    heartbeat_interval: float = field(default=10.0, metadata=rules(Range(0.1, 3600.0)))
 
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "autoprune"
+    tracking_uri: str = field(default="sqlite:///mlflow.db", metadata=rules(Text(4096), TrackingURI()))
+    experiment: str = field(default="autoprune", metadata=rules(Text(250)))
 
 
 @dataclass
@@ -84,8 +112,8 @@ class AutopruneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    space: dict[str, Any] = field(default_factory=dict)
-    scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"])
+    space: dict[str, Any] = field(default_factory=dict)  # checked by autoprune.space and each compressor
+    scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"], metadata=rules(Each(Text(100))))
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     study: StudySection = field(default_factory=StudySection)
@@ -96,35 +124,21 @@ if not OmegaConf.has_resolver("autoprune_asset"):
     OmegaConf.register_new_resolver("autoprune_asset", embedded_model_path)
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose conf/config.yaml with Hydra overrides and check it against the schema."""
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """Compose conf/config.yaml with Hydra overrides, merge it into the schema and check every
+    field's type and value rules; raises `ConfigError` with one line naming the key and the fix."""
+    groups = {group.name: sorted(option.stem for option in group.glob("*.yaml")) for group in CONFIG_DIR.iterdir()}
+    check_syntax(overrides, {group: options for group, options in groups.items() if options})
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            composed = compose(config_name="config", overrides=overrides)
-        schema = OmegaConf.structured(AutopruneConfig)
-        merged = OmegaConf.merge(schema, composed)
+            composed = compose(config_name="config", overrides=list(overrides))
+        merged = OmegaConf.merge(OmegaConf.structured(AutopruneConfig), composed)
         OmegaConf.resolve(merged)
-    except HydraException as error:
-        raise ConfigError(_one_line_hydra_error(error)) from None
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"invalid configuration: {str(error).splitlines()[0]}") from None
-    return merged
-
-
-def _one_line_hydra_error(error: HydraException) -> str:
-    """Hydra's messages span many lines; keep the problem and the available options."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if "is not in struct" in str(error.__cause__):
-        cause = str(error.__cause__)
-        key = cause.split("full_key:")[1].split()[0] if "full_key:" in cause else cause.split("'")[1]
-        return f"unknown config key {key!r}; run `autoprune --cfg` to see every key"
-    marker = next((i for i, line in enumerate(lines) if line.startswith("Available options")), None)
-    if marker is not None:
-        options = [
-            line for line in lines[marker + 1 :] if not line.startswith(("Config search path", "provider=", "In "))
-        ]
-        return f"{lines[0]}; available options: {', '.join(options)}"
-    return lines[0] if lines else type(error).__name__
+        config = OmegaConf.to_object(merged)
+    except Exception as error:  # Hydra and OmegaConf raise many types (even TypeError) for bad overrides
+        raise ConfigError(compose_error(error, AutopruneConfig, overrides)) from None
+    check_fields(config)
+    return merged  # type: ignore[return-value]
 
 
 def to_container(config: DictConfig) -> dict[str, Any]:

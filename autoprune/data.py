@@ -11,8 +11,9 @@ first `eval_windows` are used (all of them when it is null).
 
 from __future__ import annotations
 
+import importlib.util
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from torch import Tensor
 from autoprune.corpus import SPLITS as CORPUS_SPLITS
 from autoprune.corpus import corpus_text
 from autoprune.errors import ConfigError
+from autoprune.probes import ReadableFile
+from autoprune.validation import Each, OneOf, Range, Text, rules
 
 SOURCES = ("stdlib", "files", "hf")
 SAMPLINGS = ("windows", "documents")
@@ -30,33 +33,45 @@ SAMPLINGS = ("windows", "documents")
 class TextSource:
     """Where one body of text comes from (a `data.calibration` or `data.evaluation` entry)."""
 
-    source: str = "stdlib"
-    split: str = "eval"  # stdlib corpus split, or the dataset split for `hf`
-    paths: tuple[str, ...] = ()  # for `files`
-    dataset: str | None = None  # for `hf`, e.g. "wikitext"
-    subset: str | None = None  # for `hf`, e.g. "wikitext-2-raw-v1"
-    data_files: str | None = None  # for `hf`, e.g. one shard of C4
-    text_field: str = "text"
-    max_chars: int | None = None  # read no more text than this (stdlib and hf)
-    sampling: str = "windows"  # calibration only: "windows" of the joined text, or "documents" (the references' C4 way)
+    source: str = field(default="stdlib", metadata=rules(OneOf(SOURCES)))
+    split: str = field(default="eval", metadata=rules(Text(100)))  # stdlib corpus split, or the dataset split for `hf`
+    paths: tuple[str, ...] = field(default=(), metadata=rules(Each(ReadableFile())))  # for `files`
+    dataset: str | None = field(default=None, metadata=rules(Text(200)))  # for `hf`, e.g. "wikitext"
+    subset: str | None = field(default=None, metadata=rules(Text(200)))  # for `hf`, e.g. "wikitext-2-raw-v1"
+    data_files: str | None = field(default=None, metadata=rules(Text(4096)))  # for `hf`, e.g. one shard of C4
+    text_field: str = field(default="text", metadata=rules(Text(200)))
+    # read no more text than this (stdlib and hf)
+    max_chars: int | None = field(default=None, metadata=rules(Range(1, 10**12)))
+    # calibration only: "windows" of the joined text, or "documents" (the references' C4 way)
+    sampling: str = field(default="windows", metadata=rules(OneOf(SAMPLINGS)))
     special_tokens: bool = False  # tokenize with the tokenizer's special tokens (BOS), as the references do
 
 
-def check_source(text: TextSource, role: str) -> None:
-    if text.sampling not in SAMPLINGS:
-        raise ConfigError(f"unknown data.{role}.sampling {text.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
-    if text.source not in SOURCES:
-        raise ConfigError(f"unknown data.{role}.source {text.source!r}; choose one of {', '.join(SOURCES)}")
+def check_source(text: TextSource, role: str, context: int | None = None) -> None:
+    """What one text source needs beyond its fields' own rules: the fields its `source` reads, and
+    (with the window length known) files long enough for one window. Reads no file's contents."""
+    OneOf(SAMPLINGS).check(f"data.{role}.sampling", text.sampling)
+    OneOf(SOURCES).check(f"data.{role}.source", text.source)
     if text.source == "stdlib" and text.split not in CORPUS_SPLITS:
         raise ConfigError(f"data.{role}.split is {text.split!r}; the stdlib corpus has {', '.join(CORPUS_SPLITS)}")
     if text.source == "files":
         if not text.paths:
             raise ConfigError(f"data.{role}.paths is empty; list the text files to read")
-        for path in text.paths:
-            if not Path(path).is_file():
-                raise ConfigError(f"data.{role}.paths: {path!r} is not a file")
-    if text.source == "hf" and not text.dataset:
-        raise ConfigError(f"data.{role}.dataset is not set; name a Hugging Face dataset")
+        Each(ReadableFile()).check(f"data.{role}.paths", text.paths)
+        size = sum(Path(path).stat().st_size for path in text.paths)
+        if context is not None and size + 2 * len(text.paths) <= context:  # a token is at least one byte
+            raise ConfigError(
+                f"data.{role}.paths hold {size} bytes, fewer than one window of {context} tokens; "
+                "add text or lower model.context"
+            )
+    if text.source == "hf":
+        if not text.dataset:
+            raise ConfigError(f"data.{role}.dataset is not set; name a Hugging Face dataset")
+        if importlib.util.find_spec("datasets") is None:
+            raise ConfigError(
+                f"data.{role}.source is hf, which needs the datasets package; pip install datasets "
+                "(or use data=stdlib, or data.*.source=files)"
+            )
 
 
 def read_text(text: TextSource) -> str:

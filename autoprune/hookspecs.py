@@ -79,6 +79,12 @@ def register_compressors() -> list[Compressor]:
     once on the dense model what trials share (and refuses what cannot work on this model),
     `per_layer_count` the length of its per-layer search families, `summary` a line for the
     study log.
+
+    The keys its section may hold are part of the contract: `params` lists the compressor's own,
+    and `section_keys(registry)` adds those it hands on (the prune compressor adds every installed
+    metric's and allocation's `params`). The core refuses any other key before compute, with the
+    list of known ones; `check(section, registry)` then validates the values (raising
+    `ConfigError`, one line: the key, the value, the fix), also before the model loads.
     """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import ConfigError, ModelLoadError
+from autoprune.validation import OneOf
 
 ASSETS = Path(__file__).parent / "assets"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -23,18 +25,86 @@ def embedded_model_path(name: str) -> str:
 
 
 def check_model_source(path: str | None, hub_id: str | None, dtype: str) -> None:
-    """Validate the model config before any compute."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown model.dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    """Validate where the model comes from, before any compute (names that cannot be paths included)."""
+    OneOf(tuple(DTYPES)).check("model.dtype", dtype)
     if path is not None:
-        if not Path(path).is_dir():
+        if not os.path.isdir(path):
             raise ConfigError(
                 f"model.path {path!r} is not a directory; set model.path=<local dir> to a Hugging Face checkpoint"
             )
-        if not (Path(path) / "config.json").is_file():
+        if not os.path.isfile(os.path.join(path, "config.json")):
             raise ConfigError(f"model.path {path!r} has no config.json; it must hold a Hugging Face checkpoint")
     elif not hub_id:
         raise ConfigError("the model has neither model.path nor model.hub_id; set model.path=<local dir>")
+
+
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
+
+
+def check_context(
+    path: str | None, hub_id: str | None, context: int | None, calib_windows: int, sequential: bool
+) -> int | None:
+    """Check `model.context` against the model's positions and the calibration windows against
+    memory, from the checkpoint's config.json alone (that is no model load): the local checkpoint's,
+    or a hub model's in the local Hugging Face cache (one that is not cached is not looked up).
+    Returns the window length the study will use, None if unknown before the model loads.
+
+    Memory: the calibration windows' token ids (8 bytes a token) and, in sequential calibration,
+    every block's float32 inputs (4 x hidden size bytes a token) must fit in half the machine's RAM.
+    """
+    config_file = Path(path, "config.json") if path is not None else _cached_hub_config(hub_id)
+    settings = _checkpoint_settings(config_file) if config_file is not None else {}
+    positions = next((settings[key] for key in _POSITION_KEYS if type(settings.get(key)) is int), None)
+    if context is not None and positions is not None and context > positions:
+        raise ConfigError(
+            f"model.context is {context}, but the model has {positions} positions; "
+            f"use model.context={positions} or less (null = {positions})"
+        )
+    length = context or positions
+    hidden = settings.get("hidden_size")
+    per_token = 8 + (4 * hidden if sequential and type(hidden) is int else 0)
+    memory = _physical_memory()
+    if length and memory and calib_windows * length * per_token > memory // 2:
+        need = calib_windows * length * per_token / 2**30
+        kept = (
+            f", with every block's inputs kept for sequential calibration (hidden size {hidden})" if sequential else ""
+        )
+        raise ConfigError(
+            f"data.calib_windows={calib_windows} windows of {length} tokens need about {need:.1f} GiB{kept}, "
+            f"more than half of this machine's {memory / 2**30:.1f} GiB; lower data.calib_windows or model.context"
+        )
+    return length
+
+
+def _cached_hub_config(hub_id: str | None) -> Path | None:
+    """The config.json of a hub model already in the local Hugging Face cache (no network)."""
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(hub_id, "config.json")
+    except ValueError:  # an id the hub client refuses; loading reports it
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _checkpoint_settings(config_file: Path) -> dict:
+    """A checkpoint's config.json as a dict."""
+    try:
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{config_file} cannot be read ({error}); point model.path at a checkpoint") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{config_file} does not hold a mapping; point model.path at a checkpoint")
+    return settings
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

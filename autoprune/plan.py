@@ -1,10 +1,19 @@
-"""A study's plan: the configuration checked against the installed plugins before any compute."""
+"""A study's plan: the configuration checked before any compute, against the schema's rules, the
+installed plugins and the machine, without loading the model or creating any file.
+
+The order: every field's type and value rules (`autoprune.validation`), then the names of
+plugins and the search space (each compressor section's keys and values), then what needs more
+than one field, and last the machine (devices, files, stores, servers) and the checkpoint's
+config.json (context and memory).
+"""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from difflib import get_close_matches
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,13 +22,11 @@ from autoprune.components import Compressor, Direction, Scorer
 from autoprune.config import AutopruneConfig
 from autoprune.data import check_source
 from autoprune.errors import ConfigError
-from autoprune.model import check_model_source
+from autoprune.model import check_context, check_model_source
 from autoprune.registry import Registry, build_registry
 from autoprune.search import Baseline, check_search
 from autoprune.space import SearchSpace
-
-CALIBRATION_MODES = ("dense-once", "sequential")
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from autoprune.validation import NAME, check_fields
 
 
 @dataclass
@@ -45,8 +52,9 @@ class Plan:
 
 
 def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
-    """Check every name and range in the config; raises ConfigError with the fix."""
+    """Check every key, name and range in the config; raises ConfigError with the fix. Creates nothing."""
     config: AutopruneConfig = OmegaConf.to_object(resolved)  # type: ignore[assignment]
+    check_fields(config)
     registry = registry or build_registry()
     if not config.scorers:
         raise ConfigError(f"no scorers are selected; set scorers=[...] ({registry.known_phrase('scorer')})")
@@ -54,22 +62,12 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     space = SearchSpace.parse(config.space)
     compressors = [registry.compressor(name) for name in space.sections]
     for compressor in compressors:
+        check_section_keys(compressor, config.space[compressor.name], registry)
         compressor.check(config.space[compressor.name], registry)
     check_search(config.search)
     check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
-    if config.calibration.mode not in CALIBRATION_MODES:
-        raise ConfigError(
-            f"unknown calibration.mode {config.calibration.mode!r}; choose one of {', '.join(CALIBRATION_MODES)}"
-        )
-    if config.calibration.batch_size < 1:
-        raise ConfigError(f"calibration.batch_size is {config.calibration.batch_size}; it must be at least 1")
-    if config.data.calib_windows < 1 or (config.data.eval_windows is not None and config.data.eval_windows < 1):
-        raise ConfigError("data.calib_windows and data.eval_windows must be at least 1 (eval_windows=null uses all)")
-    check_source(config.data.calibration, "calibration")
-    check_source(config.data.evaluation, "evaluation")
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if not _STUDY_NAME.match(study_name):
-        raise ConfigError(f"study.name {study_name!r} may hold only letters, digits, '.', '_' and '-'")
+    NAME.check("study.name", study_name)
     for allocation in config.baselines.allocations:
         try:
             registry.allocation(allocation).check(config.space.get("prune", {}))
@@ -79,6 +77,24 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     plan = Plan(config, resolved, registry, space, compressors, scorers, study_name, baselines)
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
+    check_fields(config, probes=True)
+    sequential = config.calibration.mode == "sequential"
+    model = config.model
+    context = check_context(model.path, model.hub_id, model.context, config.data.calib_windows, sequential)
+    check_source(config.data.calibration, "calibration", context)
+    check_source(config.data.evaluation, "evaluation", context)
     return plan
 
 
+def check_section_keys(compressor: Compressor, section: Mapping[str, Any], registry: Registry) -> None:
+    """Refuse a key of `space.<compressor>` the compressor does not declare (a typo such as
+    `patern` would otherwise be ignored silently), naming the keys it takes."""
+    known = compressor.section_keys(registry)
+    for key in section:
+        if key not in known:
+            guess = get_close_matches(str(key), sorted(known), n=1)
+            near = f"did you mean space.{compressor.name}.{guess[0]}? " if guess else ""
+            takes = ", ".join(sorted(known)) or "no keys"
+            raise ConfigError(
+                f"unknown key space.{compressor.name}.{key}; {near}the {compressor.name} compressor takes: {takes}"
+            )

@@ -20,8 +20,9 @@ What is here:
   `AllocationUnit` and `DecoderLayout` (the model's structure), `GRANULARITIES` (the allocation
   granularities), `Registry` (the installed components, given to `Compressor.check`) and
   `WeightSnapshot` (a copy of weights to restore from).
-- `ConfigError`, the error a component raises for an invalid setting, and `possible_values`,
-  the values one search-space entry can take.
+- `ConfigError`, the error a component raises for an invalid setting, `possible_values`,
+  the values one search-space entry can take, and `is_number`, whether a value is a finite
+  number (not a boolean), for `check` methods.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from autoprune.model import GRANULARITIES, AllocationUnit, DecoderLayout
 from autoprune.registry import Registry
 from autoprune.snapshot import WeightSnapshot
 from autoprune.space import possible_values
+from autoprune.validation import is_number
 
 __all__ = [
     "GRANULARITIES",
@@ -64,5 +66,6 @@ __all__ = [
     "StudyContext",
     "WeightSnapshot",
     "hookimpl",
+    "is_number",
     "possible_values",
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoprune.errors import ConfigError
+from autoprune.validation import is_number, show
 
 _DISTRIBUTION_KEYS = {"choices", "low", "high", "type", "log", "step", "per_layer", "when"}
 
@@ -90,14 +91,26 @@ class Parameter:
         return trial.suggest_float(key, float(self.low), float(self.high), step=self.step, log=self.log)
 
 
+def _is_choice(value: Any) -> bool:
+    """What a categorical choice (or a `when` value) may be: a string, a finite number, a boolean
+    or null, as Optuna stores them; never a list or a mapping."""
+    return value is None or isinstance(value, (str, bool)) or is_number(value)
+
+
 def _parse_when(where: str, spec: Any, earlier: set[str]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}.when must map earlier parameters to values, e.g. {{metric: [meta]}}")
+    if not isinstance(spec, Mapping) or not spec:
+        raise ConfigError(
+            f"{where}.when is {show(spec)}; it must map earlier parameters to values, e.g. {{metric: [meta]}}"
+        )
     conditions = []
     for name, allowed in spec.items():
         if name not in earlier:
             raise ConfigError(f"{where}.when names {name!r}, which is not a parameter declared before it")
         values = tuple(allowed) if isinstance(allowed, (list, tuple)) else (allowed,)
+        if not values or not all(_is_choice(value) for value in values):
+            raise ConfigError(
+                f"{where}.when.{name} is {show(allowed)}; list the values of {name} it applies to, e.g. [meta]"
+            )
         conditions.append((name, values))
     return tuple(conditions)
 
@@ -106,39 +119,67 @@ def _parse_parameter(compressor: str, name: str, spec: Any, earlier: set[str]) -
     where = f"space.{compressor}.{name}"
     if not isinstance(spec, Mapping):
         return Parameter(compressor, name, "constant", value=spec)
-    unknown = set(spec) - _DISTRIBUTION_KEYS
+    unknown = set(map(str, spec)) - _DISTRIBUTION_KEYS
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_DISTRIBUTION_KEYS)}")
-    per_layer = bool(spec.get("per_layer", False))
+    for flag in ("per_layer", "log"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise ConfigError(f"{where}.{flag} is {show(spec[flag])}; use true or false")
+    per_layer = spec.get("per_layer", False)
     when = _parse_when(where, spec["when"], earlier) if "when" in spec else ()
     if "choices" in spec:
-        choices = tuple(spec["choices"])
-        if not choices:
-            raise ConfigError(f"{where}.choices is empty; list at least one choice")
-        return Parameter(compressor, name, "categorical", choices=choices, per_layer=per_layer, when=when)
+        return _categorical(compressor, name, spec, per_layer, when)
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{where} needs either `choices` or both `low` and `high`")
     kind = spec.get("type", "float")
     if kind not in ("float", "int"):
-        raise ConfigError(f"{where}.type is {kind!r}; use float or int")
-    low, high = spec["low"], spec["high"]
+        raise ConfigError(f"{where}.type is {show(kind)}; use float or int")
+    whole = kind == "int"
+    for key in ("low", "high", "step"):
+        value = spec.get(key)
+        if key == "step" and value is None:
+            continue
+        if not is_number(value) or (whole and not float(value).is_integer()) or (key == "step" and value <= 0):
+            wanted = "a whole number" if whole else "a finite number"
+            raise ConfigError(f"{where}.{key} is {show(value)}; use {wanted}{' above 0' if key == 'step' else ''}")
+    low, high, step = spec["low"], spec["high"], spec.get("step")
     if not low <= high:
         raise ConfigError(f"{where} has low {low} above high {high}")
     if spec.get("log") and low <= 0:
         raise ConfigError(f"{where} has log: true with low {low}; a log scale needs low > 0")
-    if spec.get("log") and spec.get("step") not in (None, 1):
+    if spec.get("log") and step not in (None, 1):
         raise ConfigError(f"{where} has both log and step; use one of them")
+    if whole:
+        low, high, step = int(low), int(high), None if step is None else int(step)
     return Parameter(
         compressor,
         name,
         kind,
         low=low,
         high=high,
-        log=bool(spec.get("log", False)),
-        step=spec.get("step"),
+        log=spec.get("log", False),
+        step=step,
         per_layer=per_layer,
         when=when,
     )
+
+
+def _categorical(compressor: str, name: str, spec: Mapping[str, Any], per_layer: bool, when: tuple) -> Parameter:
+    where = f"space.{compressor}.{name}"
+    mixed = sorted(set(spec) & {"low", "high", "type", "log", "step"})
+    if mixed:
+        raise ConfigError(f"{where} has both choices and {', '.join(mixed)}; use either choices or low/high")
+    choices = spec["choices"]
+    if not isinstance(choices, (list, tuple)):
+        raise ConfigError(f"{where}.choices is {show(choices)}; use a list such as [a, b]")
+    if not choices:
+        raise ConfigError(f"{where}.choices is empty; list at least one choice")
+    for choice in choices:
+        if not _is_choice(choice):
+            raise ConfigError(
+                f"{where}.choices holds {show(choice)}; a choice is a string, a finite number, true/false or null"
+            )
+    return Parameter(compressor, name, "categorical", choices=tuple(choices), per_layer=per_layer, when=when)
 
 
 @dataclass
@@ -154,7 +195,9 @@ class SearchSpace:
         sections: dict[str, list[Parameter]] = {}
         for compressor, section in space.items():
             if not isinstance(section, Mapping):
-                raise ConfigError(f"space.{compressor} must be a mapping of parameters, got {section!r}")
+                raise ConfigError(
+                    f"space.{compressor} is {show(section)}; it must be a mapping of parameters, e.g. {{metric: wanda}}"
+                )
             parameters: list[Parameter] = []
             for name, spec in section.items():
                 parameters.append(_parse_parameter(compressor, name, spec, {p.name for p in parameters}))

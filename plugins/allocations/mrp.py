@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
+from autoprune.plugin import (
+    Allocation,
+    AllocationUnit,
+    ConfigError,
+    StudyContext,
+    hookimpl,
+    is_number,
+    possible_values,
+)
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO, renormalise
 from autoprune_plugins.allocations.outliers import sorted_scores
 
@@ -42,11 +50,12 @@ class MRP(Allocation):
     params = ("mrp_m", "mrp_step")
 
     def check(self, space: Mapping[str, Any]) -> None:
-        m, step = space.get("mrp_m", M), space.get("mrp_step", STEP)
-        if not isinstance(m, (int, float)) or m <= 0:
-            raise ConfigError(f"space.prune.mrp_m must be a positive number, got {m!r}")
-        if not isinstance(step, (int, float)) or not 0 < step <= 0.1:
-            raise ConfigError(f"space.prune.mrp_step must be in (0, 0.1], got {step!r}")
+        for m in possible_values(space.get("mrp_m", M)):
+            if not is_number(m) or m <= 0:
+                raise ConfigError(f"space.prune.mrp_m must be a positive number, got {m!r}")
+        for step in possible_values(space.get("mrp_step", STEP)):
+            if not is_number(step) or not 0 < step <= 0.1:
+                raise ConfigError(f"space.prune.mrp_step must be in (0, 0.1], got {step!r}")
 
     def prepare(self, context: StudyContext, units: Sequence[AllocationUnit], space: Mapping[str, Any]) -> None:
         for unit in units:

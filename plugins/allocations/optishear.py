@@ -9,7 +9,15 @@ zero there is nothing to shift). Space parameters: `steps`, `optishear_delta` (d
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
+from autoprune.plugin import (
+    Allocation,
+    AllocationUnit,
+    ConfigError,
+    StudyContext,
+    hookimpl,
+    is_number,
+    possible_values,
+)
 from autoprune_plugins.allocations.exact_mean import renormalise
 
 DELTA = 0.05
@@ -20,12 +28,13 @@ class OptiShear(Allocation):
     params = ("steps", "optishear_delta")
 
     def check(self, space: Mapping[str, Any]) -> None:
-        delta = space.get("optishear_delta", DELTA)
-        if not isinstance(delta, (int, float)) or not 0 < delta < 0.5:
-            raise ConfigError(f"space.prune.optishear_delta must be in (0, 0.5), got {delta!r}")
+        for delta in possible_values(space.get("optishear_delta", DELTA)):
+            if not is_number(delta) or not 0 < delta < 0.5:
+                raise ConfigError(f"space.prune.optishear_delta must be in (0, 0.5), got {delta!r}")
         steps = space.get("steps")
         choices = steps.get("choices") if isinstance(steps, Mapping) else None
-        if choices is None or not set(choices) <= {-1, 0, 1} or not steps.get("per_layer"):
+        valid = isinstance(choices, (list, tuple)) and all(is_number(c) and c in (-1, 0, 1) for c in choices)
+        if not valid or not steps.get("per_layer"):
             raise ConfigError(
                 "the optishear allocation needs space.prune.steps: {choices: [-1, 0, 1], per_layer: true}"
             )

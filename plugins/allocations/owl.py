@@ -13,7 +13,15 @@ Space parameters: `owl_m` (M, default 5) and `owl_lambda` (λ, default 0.08).
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
+from autoprune.plugin import (
+    Allocation,
+    AllocationUnit,
+    ConfigError,
+    StudyContext,
+    hookimpl,
+    is_number,
+    possible_values,
+)
 from autoprune_plugins.allocations.exact_mean import renormalise
 from autoprune_plugins.allocations.outliers import outlier_fraction
 
@@ -28,9 +36,9 @@ class OWL(Allocation):
 
     def check(self, space: Mapping[str, Any]) -> None:
         for key, default in (("owl_m", M), ("owl_lambda", LAMBDA)):
-            value = space.get(key, default)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"space.prune.{key} must be a positive number, got {value!r}")
+            for value in possible_values(space.get(key, default)):
+                if not is_number(value) or value <= 0:
+                    raise ConfigError(f"space.prune.{key} must be a positive number, got {value!r}")
 
     def prepare(self, context: StudyContext, units: Sequence[AllocationUnit], space: Mapping[str, Any]) -> None:
         m = space.get("owl_m", M)

@@ -9,13 +9,27 @@ searches only the shape of the allocation. Space parameter: `offsets` (per layer
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoprune.plugin import Allocation, AllocationUnit, ConfigError, StudyContext, hookimpl
+from autoprune.plugin import (
+    Allocation,
+    AllocationUnit,
+    ConfigError,
+    StudyContext,
+    hookimpl,
+    is_number,
+    possible_values,
+)
 from autoprune_plugins.allocations.exact_mean import renormalise
 
 
 class Searched(Allocation):
     name = "searched"
     params = ("offsets",)
+
+    def check(self, space: Mapping[str, Any]) -> None:
+        """Offsets move a unit's ratio around the target, so their range lies within (-1, 1)."""
+        for offset in possible_values(space.get("offsets", 0.0)):
+            if not is_number(offset) or not -1 < offset < 1:
+                raise ConfigError(f"space.prune.offsets takes values in (-1, 1), got {offset!r}")
 
     def ratios(
         self, target: float, units: Sequence[AllocationUnit], context: StudyContext, params: Mapping[str, Any]

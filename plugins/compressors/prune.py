@@ -30,6 +30,7 @@ from autoprune.plugin import (
     StatKind,
     StudyContext,
     hookimpl,
+    is_number,
     possible_values,
 )
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO
@@ -39,11 +40,23 @@ from autoprune_plugins.sparsity import prune_mask
 
 class Prune(Compressor):
     name = "prune"
+    params = ("metric", "sparsity", "pattern", "allocation", "granularity")
+
+    def section_keys(self, registry: Registry) -> frozenset[str]:
+        """Its own keys, and the `params` of every installed metric and allocation: the section
+        is handed to whichever of them a trial (or a baseline) picks."""
+        delegates = [registry.metric(name) for name in registry.names("metric")]
+        delegates += [registry.allocation(name) for name in registry.names("allocation")]
+        return frozenset(self.params).union(*(component.params for component in delegates))
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:
         for key in ("metric", "sparsity"):
             if key not in space:
                 raise ConfigError(f"space.prune.{key} is missing; the prune compressor needs a {key}")
+        for key, default in (("metric", None), ("allocation", "uniform"), ("granularity", "block")):
+            for value in possible_values(space.get(key, default)):
+                if not isinstance(value, str):
+                    raise ConfigError(f"space.prune.{key} has {value!r}; give a name, or {{choices: [name, ...]}}")
         for metric in possible_values(space["metric"]):
             registry.metric(metric).check(space)
         for allocation in possible_values(space.get("allocation", "uniform")):
@@ -54,7 +67,7 @@ class Prune(Compressor):
                     f"space.prune.granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
                 )
         for sparsity in possible_values(space["sparsity"]):
-            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= MAX_RATIO:
+            if not is_number(sparsity) or not 0.0 <= sparsity <= MAX_RATIO:
                 raise ConfigError(
                     f"space.prune.sparsity takes values in [0, 1) (at most {MAX_RATIO}), got {sparsity!r}"
                 )

@@ -143,10 +143,11 @@ def profile_blocks(context: StudyContext) -> BlockProfile:
 
 class RemoveLayers(Compressor):
     name = "remove_layers"
+    params = ("count", "compensate")
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:
         count = space.get("count", 1)
-        if not all(isinstance(c, int) and c >= 0 for c in possible_values(count)):
+        if not all(type(c) is int and c >= 0 for c in possible_values(count)):
             raise ConfigError(f"space.remove_layers.count takes whole numbers of blocks >= 0, got {count!r}")
         compensate = space.get("compensate", True)
         if not all(isinstance(option, bool) for option in possible_values(compensate)):

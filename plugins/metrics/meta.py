@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autoprune.plugin import ConfigError, LinearStats, PruningMetric, hookimpl
+from autoprune.plugin import ConfigError, LinearStats, PruningMetric, hookimpl, possible_values
 
 TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
     "identity": lambda a: a,
@@ -68,10 +68,8 @@ class Meta(PruningMetric):
 
     def check(self, space: Mapping[str, Any]) -> None:
         for key, table in OPERATORS.items():
-            spec = space.get(key, IDENTITY[key])
-            values = spec.get("choices", []) if isinstance(spec, Mapping) else [spec]
-            for value in values:
-                if value not in table:
+            for value in possible_values(space.get(key, IDENTITY[key])):
+                if not isinstance(value, str) or value not in table:
                     raise ConfigError(f"space.prune.{key} has {value!r}; choose from {', '.join(table)}")
 
     def score(

@@ -11,7 +11,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from autoprune.plugin import ConfigError, Journal, LinearStats, PruningMetric, SparsityPattern, hookimpl
+from autoprune.plugin import (
+    ConfigError,
+    Journal,
+    LinearStats,
+    PruningMetric,
+    SparsityPattern,
+    hookimpl,
+    possible_values,
+)
 from autoprune_plugins.sparsity import prune_mask
 
 
@@ -26,9 +34,9 @@ class STADE(PruningMetric):
         return weight.abs().float() * stats.variance.sqrt().to(weight.device).unsqueeze(0)
 
     def check(self, space: Mapping[str, Any]) -> None:
-        fold = space.get("stade_bias_fold", True)
-        if not isinstance(fold, bool):
-            raise ConfigError(f"space.prune.stade_bias_fold must be true or false, got {fold!r}")
+        for fold in possible_values(space.get("stade_bias_fold", True)):
+            if not isinstance(fold, bool):
+                raise ConfigError(f"space.prune.stade_bias_fold must be true or false, got {fold!r}")
 
     def solve(
         self,
