@@ -7,9 +7,11 @@ so another backend (Ray Tune) can drive the same trials.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import optuna
@@ -19,11 +21,13 @@ from optuna.trial import FrozenTrial, TrialState
 from autoprune.components import Direction
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
+from autoprune.liveness import HEARTBEAT_ATTR, OWNER_ATTR, abandoned, this_process
 from autoprune.space import SearchSpace
+from autoprune.storage import open_storage, study_lock
 
 OBJECTIVES_ATTR = "autoprune.objectives"
 RUN_ID_ATTR = "mlflow_run_id"
-BASELINE_ATTR = "autoprune.baseline"  # {"name": ..., "overrides": {compressor: {param: value}}}
+BASELINE_ATTR = "autoprune.baseline"  # {"name", "overrides": {compressor: {param: value}}, "params", "attempt"}
 LAYERS_ATTR = "autoprune.layers"  # the per-layer lists a trial's compressors reported, e.g. prune.ratio
 
 
@@ -32,19 +36,21 @@ def nsga3_population(n_trials: int) -> int:
     return max(4, min(50, n_trials // 5))
 
 
-_SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
+_SAMPLERS: dict[str, Callable[[SearchConfig, int], BaseSampler]] = {
     # group=True: TPE models each set of co-occurring parameters jointly, as conditional spaces need
-    "tpe": lambda c: TPESampler(seed=c.seed, n_startup_trials=c.n_startup_trials, multivariate=True, group=True),
-    "nsga3": lambda c: NSGAIIISampler(seed=c.seed, population_size=c.population_size or nsga3_population(c.n_trials)),
-    "random": lambda c: RandomSampler(seed=c.seed),
+    "tpe": lambda c, seed: TPESampler(seed=seed, n_startup_trials=c.n_startup_trials, multivariate=True, group=True),
+    "nsga3": lambda c, seed: NSGAIIISampler(
+        seed=seed, population_size=c.population_size or nsga3_population(c.n_trials)
+    ),
+    "random": lambda c, seed: RandomSampler(seed=seed),
 }
 
 
-def build_sampler(search: SearchConfig) -> BaseSampler:
+def build_sampler(search: SearchConfig, seed: int) -> BaseSampler:
     """The configured sampler; Optuna marks NSGA-III and multivariate TPE experimental, we use them on purpose."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _SAMPLERS[search.sampler](search)
+        return _SAMPLERS[search.sampler](search, seed)
 
 
 def check_search(search: SearchConfig) -> None:
@@ -72,8 +78,25 @@ class CompletedTrial:
     layers: dict[str, list[Any]] = field(default_factory=dict)
 
 
+WORKERS_ATTR = "autoprune.workers"  # how many processes have joined the study; each samples with its own seed
+BASELINE_ATTEMPTS = 3  # a baseline that fails or is killed is queued again, up to this many runs in all
+
+
+class Claim(Enum):
+    DONE = "done"  # the study has all its completed trials
+    WAIT = "wait"  # the rest of the budget is being run by other live processes
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of the study's `worker`-th process: the study seed for the first, distinct
+    seeds for the others, so processes sharing a study do not propose the same trials."""
+    return seed if worker == 0 else (seed + worker * 0x9E3779B1) % 2**32
+
+
 class OptunaSearch:
-    """One Optuna study in persistent storage, created on first use and resumed afterwards."""
+    """One Optuna study in persistent storage, created on first use and shared by every process
+    that runs it: trials are claimed under the study lock within the budget and owned by their
+    process, and only the trials of dead processes are failed."""
 
     def __init__(
         self,
@@ -82,22 +105,34 @@ class OptunaSearch:
         storage: str,
         objectives: Sequence[str],
         directions: Sequence[Direction],
+        grace_s: float = 30.0,
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = list(objectives)
-        self.study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            sampler=build_sampler(search),
-            directions=list(directions),
-            load_if_exists=True,
-        )
+        self.storage_uri = storage
+        self.grace_s = grace_s
+        self.owner = this_process()
+        with self.lock():
+            self.study = optuna.create_study(
+                study_name=study_name, storage=open_storage(storage), directions=list(directions), load_if_exists=True
+            )
+            self._check_objectives(study_name, list(directions))
+            self.worker = int(self.study.user_attrs.get(WORKERS_ATTR, 0))
+            self.study.set_user_attr(WORKERS_ATTR, self.worker + 1)
+        self.seed = worker_seed(search.seed, self.worker)
+        self.study.sampler = build_sampler(search, self.seed)
+
+    def lock(self):
+        """The study lock: held while trials are counted and claimed, so processes never overrun the budget."""
+        return study_lock(self.storage_uri)
+
+    def _check_objectives(self, study_name: str, directions: list[Direction]) -> None:
         stored = self.study.user_attrs.get(OBJECTIVES_ATTR)
         stored_directions = [d.name.lower() for d in self.study.directions]
         if stored is None:
             self.study.set_user_attr(OBJECTIVES_ATTR, self.objectives)
             stored = self.objectives
-        if stored != self.objectives or stored_directions != list(directions):
+        if stored != self.objectives or stored_directions != directions:
             raise ConfigError(
                 f"study {study_name!r} was run with objectives {dict(zip(stored, stored_directions))}, this run asks for "
                 f"{dict(zip(self.objectives, directions))}; use the same scorers or choose a new study.name"
@@ -106,28 +141,72 @@ class OptunaSearch:
     def count_complete(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    def fail_interrupted(self) -> list[FrozenTrial]:
-        """Trials an interrupted run left RUNNING are failed, so they are neither lost nor repeated."""
-        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for trial in stale:
-            self.study.tell(trial.number, state=TrialState.FAIL)
-        return stale
-
-    def ask(self, space: SearchSpace, layers: Mapping[str, int]) -> tuple[optuna.Trial, dict[str, dict[str, Any]]]:
-        """The next trial and its sample; an enqueued baseline comes first, with its overrides applied."""
-        trial = self.study.ask()
+    def claim(
+        self, n_trials: int, space: SearchSpace, layers: Mapping[str, int]
+    ) -> Claim | tuple[optuna.Trial, dict[str, dict[str, Any]]]:
+        """The next trial of this process and its sample (an enqueued baseline first, with its
+        overrides applied); `Claim.DONE` once the study has `n_trials` complete trials, and
+        `Claim.WAIT` while the rest of the budget is running in other processes."""
+        with self.lock():
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            if sum(t.state == TrialState.COMPLETE for t in trials) >= n_trials:
+                return Claim.DONE
+            if len(trials) >= n_trials:
+                return Claim.WAIT
+            trial = self.study.ask()
+            trial.set_user_attr(OWNER_ATTR, self.owner)
+            self.beat(trial)
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         return trial, space.sample(trial, layers, baseline["overrides"] if baseline else None)
 
+    def beat(self, trial: optuna.Trial) -> None:
+        """Record that this process still works on `trial` (see `autoprune.liveness`)."""
+        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+
+    def fail_abandoned(self) -> list[FrozenTrial]:
+        """Fail the RUNNING trials whose process died (a killed run, a lost machine), queueing
+        their baselines again; the trials of live processes are left alone."""
+        failed = []
+        with self.lock():
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if abandoned(trial, self.grace_s):
+                    self.study.tell(trial.number, state=TrialState.FAIL)
+                    self._requeue_baseline(trial)
+                    failed.append(trial)
+        return failed
+
+    def fail(self, trial: optuna.Trial) -> str | None:
+        """Record this process's trial as failed; returns its baseline's name if it was queued again."""
+        with self.lock():
+            self.study.tell(trial, state=TrialState.FAIL)
+            return self._requeue_baseline(self.study.get_trials(deepcopy=False)[trial.number])
+
+    def _requeue_baseline(self, trial: FrozenTrial) -> str | None:
+        """Queue a failed baseline again, up to BASELINE_ATTEMPTS runs in all, so that a kill or a
+        transient error never leaves the front without it."""
+        attrs = trial.user_attrs.get(BASELINE_ATTR)
+        if not attrs or attrs.get("attempt", 1) >= BASELINE_ATTEMPTS:
+            return None
+        again = {**attrs, "attempt": attrs.get("attempt", 1) + 1}
+        self.study.enqueue_trial(attrs.get("params", trial.params), user_attrs={BASELINE_ATTR: again})
+        return attrs["name"]
+
     def enqueue_baselines(self, baselines: Sequence[Baseline], budget: int) -> list[Baseline]:
         """Queue the baselines ahead of the sampler, at most `budget` of them, once: only a study
-        without any trial gets them. Returns those queued."""
-        if self.study.get_trials(deepcopy=False):
-            return []
-        baselines = list(baselines)[:budget]
-        for baseline in baselines:
-            attrs = {"name": baseline.name, "overrides": baseline.overrides}
-            self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: attrs})
+        without any trial gets them (checked under the lock, so two new processes queue them once).
+        Returns those queued."""
+        with self.lock():
+            if self.study.get_trials(deepcopy=False):
+                return []
+            baselines = list(baselines)[:budget]
+            for baseline in baselines:
+                attrs = {
+                    "name": baseline.name,
+                    "overrides": baseline.overrides,
+                    "params": baseline.params,
+                    "attempt": 1,
+                }
+                self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: attrs})
         return baselines
 
     def waiting_baselines(self, baselines: Sequence[Baseline]) -> list[Baseline]:
@@ -139,14 +218,15 @@ class OptunaSearch:
         return [baseline for baseline in baselines if baseline.name in waiting]
 
     def tell(
-        self, trial: optuna.Trial, values: dict[str, float] | None, layers: Mapping[str, list[Any]] | None = None
+        self, trial: optuna.Trial, values: dict[str, float], layers: Mapping[str, list[Any]] | None = None
     ) -> None:
-        if values is None:
-            self.study.tell(trial, state=TrialState.FAIL)
-            return
         if layers:
             trial.set_user_attr(LAYERS_ATTR, dict(layers))
         self.study.tell(trial, [values[name] for name in self.objectives])
+
+    def trials(self) -> dict[int, FrozenTrial]:
+        """Every trial of the study by number (for reconciling the MLflow records)."""
+        return {t.number: t for t in self.study.get_trials(deepcopy=False)}
 
     def completed(self) -> list[CompletedTrial]:
         return [

@@ -59,7 +59,7 @@ class StatsStore:
     def save(self, key: str, stats: dict[str, LinearStats]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # processes of one study may save the same entry
         torch.save({name: vars(s) for name, s in stats.items()}, partial)
         partial.replace(path)  # a killed run never leaves a truncated entry behind
         return path

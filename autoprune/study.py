@@ -1,31 +1,40 @@
-"""The flow of one study: validate, load, calibrate once, run trials, track, report the Pareto set."""
+"""The flow of one study: validate, load, calibrate once, claim and run trials, track, report the Pareto set."""
 
 from __future__ import annotations
 
 import logging
 import re
+import signal
+import threading
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
 from autoprune.builder import build_context, prepare_compressors
 from autoprune.context import StudyContext
 from autoprune.errors import AutopruneError
+from autoprune.liveness import Heartbeat, abandoned
 from autoprune.pareto import pareto_front
 from autoprune.plan import Plan, prepare
 from autoprune.registry import Registry
 from autoprune.report import format_table
-from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, OptunaSearch
+from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Claim, OptunaSearch
+from autoprune.steps import reached
 from autoprune.tracking import StudyTracker, expand_lists, flatten
 from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
 _LAYER_KEY = re.compile(r"\.\d+$")
+GRACE_BEATS = 3  # a trial on another machine is abandoned after this many missed heartbeats
+WAIT_POLL_S = 1.0  # how often a process waiting for other processes' trials looks again
 
 
 @dataclass
@@ -73,40 +82,87 @@ class _StudyRun:
         self.seconds[phase].append(time.perf_counter() - started)
         return value
 
-    def one_trial(self, done: int) -> bool:
-        """Ask, run, record one trial; True if it completed. Failures are recorded, not raised."""
-        trial, sample = self._timed("sampler", self.search.ask, self.plan.space, self.layers)
-        baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
-        tags = {"autoprune.baseline": baseline} if baseline else {}
-        run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample), tags)
-        self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
-        self.ran += 1
+    def recover(self) -> None:
+        """Fail the trials dead processes left running (their baselines are queued again) and close
+        the MLflow runs they left open, as Optuna records them."""
+        for stale in self.search.fail_abandoned():
+            log.info(f"trial {stale.number} was left running by a process that is gone; recorded as failed")
+        grace = self.search.grace_s
+        self.tracker.reconcile(self.search.trials(), self.plan.objectives, lambda trial: abandoned(trial, grace))
+
+    def run(self, max_failures: int) -> None:
+        """Claim and run trials until the study has its completed trials, waiting while the last
+        ones run in other processes (whose dead trials are then failed and run again here)."""
+        n_trials = self.plan.config.search.n_trials
+        waiting = False
+        while self.failures < max_failures:
+            claimed = self._timed("sampler", self.search.claim, n_trials, self.plan.space, self.layers)
+            if claimed is Claim.DONE:
+                return
+            if claimed is Claim.WAIT:
+                if not waiting:
+                    log.info("waiting for the trials other processes are running")
+                waiting = True
+                time.sleep(WAIT_POLL_S)
+                self.recover()
+                continue
+            waiting = False
+            self.one_trial(*claimed)
+
+    def _record_failure(self, trial: optuna.Trial, run_id: str, error: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        requeued = self._timed("sampler", self.search.fail, trial)
+        self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, traceback.format_exc())
+        again = f"; baseline {requeued} queued again" if requeued else ""
+        log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]{again}")
+
+    def one_trial(self, trial: optuna.Trial, sample: dict[str, dict[str, Any]]) -> bool:
+        """Run and record one claimed trial; True if it completed. Failures are recorded, not raised.
+
+        Optuna is told first and MLflow follows, so a kill in between leaves a record that
+        `StudyTracker.reconcile` completes from Optuna's values on the next run.
+        """
+        run_id, told = None, False
         try:
-            compressors = [c for c in self.plan.compressors if c.name in sample]  # a baseline runs prune alone
-            result = run_trial(self.context, compressors, self.plan.scorers, sample)
-        except KeyboardInterrupt:
-            self.search.tell(trial, None)
-            self.tracker.mark_killed(run_id)
+            reached("trial.claimed")
+            baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
+            tags = {"autoprune.baseline": baseline} if baseline else {}
+            run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample), tags)
+            reached("trial.run_created")
+            self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
+            reached("trial.run_linked")
+            self.ran += 1
+            with Heartbeat(lambda: self.search.beat(trial), self.search.grace_s / GRACE_BEATS):
+                try:
+                    compressors = [c for c in self.plan.compressors if c.name in sample]  # a baseline runs prune alone
+                    result = run_trial(self.context, compressors, self.plan.scorers, sample)
+                except Exception as error:  # a failed trial is recorded and the study goes on
+                    self._record_failure(trial, run_id, error)
+                    return False
+                reached("trial.scored")
+                for phase, value in result.seconds.items():
+                    self.seconds[phase].append(value)
+                layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
+                self._timed("sampler", self.search.tell, trial, result.values, layers)
+                told = True
+                reached("trial.told")
+                metrics = {**result.values, **_numeric_info(result.info)}
+                metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
+                self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
+                reached("trial.closed")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: this trial is failed (a completed one is closed next run)
+            if not told:
+                self.search.fail(trial)
+                if run_id:
+                    self.tracker.mark_killed(run_id)
             raise
-        except Exception as error:  # a failed trial is recorded and the study goes on
-            self.failures += 1
-            self.last_error = f"{type(error).__name__}: {error}"
-            self._timed("sampler", self.search.tell, trial, None)
-            self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, traceback.format_exc())
-            log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]")
-            return False
-        for phase, value in result.seconds.items():
-            self.seconds[phase].append(value)
-        layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
-        self._timed("sampler", self.search.tell, trial, result.values, layers)
-        metrics = {**result.values, **_numeric_info(result.info)}
-        metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
-        self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
         values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
         elapsed = result.seconds["compress"] + result.seconds["score"]
         label = f"baseline {baseline}" if baseline else _summary(trial.params)
+        done = self.search.count_complete()
         log.info(
-            f"trial {trial.number:3d} [{done + 1}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
+            f"trial {trial.number:3d} [{done}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
         )
         return True
 
@@ -114,21 +170,18 @@ class _StudyRun:
 def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
     config = plan.config
     tracker = StudyTracker(config.mlflow.tracking_uri, config.mlflow.experiment, plan.study_name)
-    tracker.start_study(
-        OmegaConf.to_yaml(plan.resolved),
-        plan.space.describe(),
-        {
-            "autoprune.version": __version__,
-            "sampler": config.search.sampler,
-            "n_trials": str(config.search.n_trials),
-            "model": config.model.name,
-            "objectives": ",".join(plan.objectives),
-        },
-    )
-    for stale in search.fail_interrupted():
-        if stale.user_attrs.get(RUN_ID_ATTR):
-            tracker.mark_killed(stale.user_attrs[RUN_ID_ATTR])
-        log.info(f"trial {stale.number} was interrupted by an earlier run; recorded as failed")
+    with search.lock():  # one parent run, however many processes start at once
+        tracker.start_study(
+            OmegaConf.to_yaml(plan.resolved),
+            plan.space.describe(),
+            {
+                "autoprune.version": __version__,
+                "sampler": config.search.sampler,
+                "n_trials": str(config.search.n_trials),
+                "model": config.model.name,
+                "objectives": ",".join(plan.objectives),
+            },
+        )
     return tracker
 
 
@@ -150,67 +203,112 @@ def _report(plan: Plan, rows: list[dict[str, Any]], front: list[int], parent_id:
     )
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler's stop) ends a study as Ctrl-C does: the running trial is
+    recorded as failed, its run as killed, and the study stays resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyResult:
-    """Run (or resume) the study the config describes until it has `search.n_trials` completed trials."""
+    """Run (or resume, or join) the study the config describes until it has `search.n_trials`
+    completed trials. Several processes may run one study at once: they share its storage."""
     plan = prepare(resolved, registry)
+    with _terminate_as_interrupt():
+        return _run(plan)
+
+
+def _run(plan: Plan) -> StudyResult:
     config = plan.config
     seconds: dict[str, list[float]] = defaultdict(list)
     study_started = time.perf_counter()
     log.info(f"study {plan.study_name} (resume or extend it with study.name={plan.study_name})")
-
-    search = OptunaSearch(config.search, plan.study_name, config.study.storage, plan.objectives, plan.directions)
-    queued = search.enqueue_baselines(plan.baselines, config.search.n_trials)
-    if queued:
-        names = ", ".join(baseline.name for baseline in queued)
-        log.info(f"baselines: {len(queued)} of {len(plan.baselines)} queued ahead of the sampler: {names}")
-    done = search.count_complete()
-    missing = config.search.n_trials - done
-    # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
-    pending = search.waiting_baselines(plan.baselines)
-    context = build_context(plan, seconds, pending) if missing > 0 else None
-    if context is not None:
-        prepare_compressors(plan, context, seconds, pending)
-    started = time.perf_counter()
-    tracker = _open_tracking(plan, search)
-    seconds["tracking_once"].append(time.perf_counter() - started)
-
-    run = _StudyRun(plan, search, tracker, context, seconds)
-    max_failures = config.search.max_failures or config.search.n_trials
-    if context is None:
-        log.info(
-            f"study {plan.study_name} already has {done} of {config.search.n_trials} completed trials; nothing to run"
+    tracker = None
+    try:
+        search = OptunaSearch(
+            config.search,
+            plan.study_name,
+            config.study.storage,
+            plan.objectives,
+            plan.directions,
+            grace_s=GRACE_BEATS * config.study.heartbeat_interval,
         )
-    else:
-        arrows = " ".join(f"{o}{'↓' if d == 'minimize' else '↑'}" for o, d in zip(plan.objectives, plan.directions))
-        log.info(
-            f"search: {config.search.sampler}, {missing} trials to run ({done} of {config.search.n_trials} complete), objectives {arrows}"
-        )
-        try:
-            while done < config.search.n_trials and run.failures < max_failures:
-                done += run.one_trial(done)
-        except KeyboardInterrupt:
+        queued = search.enqueue_baselines(plan.baselines, config.search.n_trials)
+        if queued:
+            names = ", ".join(baseline.name for baseline in queued)
+            log.info(f"baselines: {len(queued)} of {len(plan.baselines)} queued ahead of the sampler: {names}")
+        done = search.count_complete()
+        missing = config.search.n_trials - done
+        # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
+        pending = search.waiting_baselines(plan.baselines)
+        context = build_context(plan, seconds, pending) if missing > 0 else None
+        if context is not None:
+            prepare_compressors(plan, context, seconds, pending)
+        started = time.perf_counter()
+        tracker = _open_tracking(plan, search)
+        seconds["tracking_once"].append(time.perf_counter() - started)
+
+        run = _StudyRun(plan, search, tracker, context, seconds)
+        run.recover()
+        reached("study.opened")
+        max_failures = config.search.max_failures or config.search.n_trials
+        if context is None:
+            log.info(
+                f"study {plan.study_name} already has {done} of {config.search.n_trials} completed trials; nothing to run"
+            )
+        else:
+            arrows = " ".join(f"{o}{'↓' if d == 'minimize' else '↑'}" for o, d in zip(plan.objectives, plan.directions))
+            worker = (
+                f", process {search.worker + 1} of this study (sampler seed {search.seed})" if search.worker else ""
+            )
+            log.info(
+                f"search: {config.search.sampler}, {missing} trials to run ({done} of {config.search.n_trials} "
+                f"complete), objectives {arrows}{worker}"
+            )
+            run.run(max_failures)
+
+        started = time.perf_counter()
+        run.recover()  # runs of trials failed while this process waited
+        completed = search.completed()
+        marked = any(t.baseline for t in completed)
+        rows = [
+            {
+                "trial": t.number,
+                **dict(zip(plan.objectives, t.values)),
+                **({"baseline": t.baseline or "-"} if marked else {}),
+                **t.params,
+            }
+            for t in completed
+        ]
+        front = pareto_front({t.number: t.values for t in completed}, plan.directions)
+        stopped = run.failures >= max_failures
+        run_ids = {t.number: t.run_id for t in completed if t.run_id}
+        layers = {t.number: t.layers for t in completed if t.layers}
+        with search.lock():  # processes finishing together write one Pareto table, not two interleaved
+            tracker.finish_study(
+                rows,
+                front,
+                plan.objectives,
+                plan.directions,
+                run_ids,
+                layers,
+                status="FAILED" if stopped else "FINISHED",
+            )
+    except KeyboardInterrupt:
+        if tracker is not None:
             tracker.abort_study()
-            raise AutopruneError(f"interrupted; resume with study.name={plan.study_name}") from None
-
-    started = time.perf_counter()
-    completed = search.completed()
-    marked = any(t.baseline for t in completed)
-    rows = [
-        {
-            "trial": t.number,
-            **dict(zip(plan.objectives, t.values)),
-            **({"baseline": t.baseline or "-"} if marked else {}),
-            **t.params,
-        }
-        for t in completed
-    ]
-    front = pareto_front({t.number: t.values for t in completed}, plan.directions)
-    stopped = run.failures >= max_failures
-    run_ids = {t.number: t.run_id for t in completed if t.run_id}
-    layers = {t.number: t.layers for t in completed if t.layers}
-    tracker.finish_study(
-        rows, front, plan.objectives, plan.directions, run_ids, layers, status="FAILED" if stopped else "FINISHED"
-    )
+        raise AutopruneError(f"interrupted; resume with study.name={plan.study_name}") from None
     seconds["tracking_once"].append(time.perf_counter() - started)
     seconds["total"].append(time.perf_counter() - study_started)
     _report(plan, rows, front, tracker.parent_id)

@@ -9,21 +9,27 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
 from autoprune.report import layers_figure, pareto_figure
+from autoprune.search import LAYERS_ATTR, RUN_ID_ATTR
+from autoprune.steps import reached
+from autoprune.storage import SQLITE, file_lock
 
 log = logging.getLogger("autoprune")
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
+ERROR_TAG_CHARS = 4000  # the end of the traceback (the exception itself) fits an MLflow tag
 
 
 def _now_ms() -> int:
@@ -78,20 +84,26 @@ class StudyTracker:
     """Writes one study's runs to an MLflow tracking store."""
 
     def __init__(self, tracking_uri: str, experiment: str, study_name: str):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.study_name = study_name
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None and found.lifecycle_stage == "deleted":
-            self.client.restore_experiment(found.experiment_id)  # a study writes into it again
-        self.experiment_id = (
-            found.experiment_id
-            if found
-            else self.client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
-        )
+        # processes starting together must not both create the SQLite schema or the experiment
+        database = Path(tracking_uri.removeprefix(SQLITE)) if tracking_uri.startswith(SQLITE) else None
+        with file_lock(database):
+            self.client = MlflowClient(tracking_uri=tracking_uri)  # creates the store's tables
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None and found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)  # a study writes into it again
+            self.experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(
+                    experiment, artifact_location=default_artifact_location(tracking_uri)
+                )
+            )
         self.parent_id = ""
 
     def start_study(self, config_yaml: str, space: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """Create the parent run, or reopen the one an earlier run of this study left."""
+        """Create the parent run, or reopen the one an earlier run (or another process) of this
+        study created; callers hold the study lock, so a study has one parent run."""
         existing = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
@@ -140,14 +152,50 @@ class StudyTracker:
         """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per compressor."""
         for compressor, table in per_compressor_tables(layers or {}).items():
             self._log_table(run_id, table, f"{compressor}_layers.json")
+        if error:
+            self.client.log_text(run_id, error, "error.txt")
         timestamp = _now_ms()
-        tags = [RunTag("state", state)] + ([RunTag("error", error[:4000])] if error else [])
+        tags = [RunTag("state", state)] + ([RunTag("error", error.strip()[-ERROR_TAG_CHARS:])] if error else [])
         self.client.log_batch(
             run_id,
             metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
             tags=tags,
         )
         self.client.set_terminated(run_id, status="FINISHED" if state == "COMPLETE" else "FAILED")
+
+    def reconcile(
+        self, trials: Mapping[int, FrozenTrial], objectives: Sequence[str], abandoned: Callable[[FrozenTrial], bool]
+    ) -> int:
+        """Close the trial runs that dead processes left RUNNING, from Optuna's record (the truth):
+        a COMPLETE trial's run is finished with its values, any other is marked killed. Runs of
+        trials that live processes are still running are left alone. Returns how many were closed."""
+        closed = 0
+        for run in self._running_trial_runs():
+            trial = trials.get(int(run.data.tags.get(TRIAL, -1)))
+            if trial is None or trial.state == TrialState.RUNNING or not abandoned(trial):
+                continue
+            linked = trial.user_attrs.get(RUN_ID_ATTR) == run.info.run_id
+            if trial.state == TrialState.COMPLETE and linked:
+                self.end_trial(
+                    run.info.run_id,
+                    "COMPLETE",
+                    dict(zip(objectives, trial.values)),
+                    None,
+                    trial.user_attrs.get(LAYERS_ATTR),
+                )
+            else:
+                self.mark_killed(run.info.run_id)
+            closed += 1
+        return closed
+
+    def _running_trial_runs(self) -> list:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}' and attributes.status = 'RUNNING'"
+            ),
+            max_results=10_000,
+        )
 
     def mark_killed(self, run_id: str) -> None:
         """A trial an interrupted run left behind: close it so the UI does not show it running."""
@@ -175,7 +223,9 @@ class StudyTracker:
         if front_rows:
             columns = list(dict.fromkeys(key for row in front_rows for key in row))  # a resumed study may add keys
             table = {column: [row.get(column) for row in front_rows] for column in columns}
+            self._replace_artifact("pareto.json")  # log_table appends to an existing table
             self._log_table(self.parent_id, table, "pareto.json")
+            reached("study.reporting")
             self._log_figure(pareto_figure(rows, front, objectives, directions, title=self.study_name), "pareto.png")
             front_layers = {number: layers[number] for number in front if layers.get(number)}
             if front_layers:
@@ -190,6 +240,11 @@ class StudyTracker:
             self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in summary.items()]
         )
         self.client.set_terminated(self.parent_id, status=status)
+
+    def _replace_artifact(self, name: str) -> None:
+        """Remove an artifact an earlier finish of this study wrote, so it is rewritten, not appended to."""
+        if any(info.path == name for info in self.client.list_artifacts(self.parent_id)):
+            get_artifact_repository(self.client.get_run(self.parent_id).info.artifact_uri).delete_artifacts(name)
 
     def _log_table(self, run_id: str, table: Mapping[str, list[Any]], name: str) -> None:
         with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion

@@ -343,3 +343,39 @@ def test_baseline_statistics_are_collected_only_while_baselines_wait(tmp_path):
     result = run_study(compose_config([*study_overrides(tmp_path, name="seqowl", trials=3), *extra]))
     assert len(result.rows) == 3 and result.ran == 1
     assert not (tmp_path / "stats").exists()  # both baselines are done: nothing to collect up front
+
+
+class AlwaysBreaks(Scorer):
+    """A scorer that fails every trial, with an error far longer than an MLflow tag holds."""
+
+    name = "always_breaks"
+    objectives = {"never": "minimize"}
+    detail = "".join(f"block {i}: checksum mismatch\n" for i in range(500))
+
+    def score(self, context):
+        raise RuntimeError(f"{self.detail}the disk is full")
+
+
+def test_a_failed_baseline_is_queued_again_a_bounded_number_of_times(tmp_path):
+    from autoprune.search import BASELINE_ATTEMPTS, BASELINE_ATTR
+
+    overrides = [
+        *study_overrides(tmp_path, name="requeue", trials=2),
+        "scorers=[always_breaks]",
+        "space.prune.metric.choices=[wanda]",
+        "baselines.allocations=[uniform]",
+        "baselines.sparsities=[0.5]",
+        "search.max_failures=5",
+    ]
+    with pytest.raises(AutopruneError, match="stopped after 5 failed trials"):
+        run_study(compose_config(overrides), registry_with(AlwaysBreaks()))
+    trials = optuna_trials(tmp_path, "requeue")
+    attempts = [(t.user_attrs.get(BASELINE_ATTR) or {}).get("attempt") for t in trials]
+    assert attempts == [*range(1, BASELINE_ATTEMPTS + 1), None, None]  # then the sampler's own trials
+    assert all(t.state == TrialState.FAIL for t in trials)
+    client, _, children = runs_of(tmp_path, "requeue")
+    error = children[0].data.tags["error"]
+    assert error.endswith("block 499: checksum mismatch\nthe disk is full") and len(error) <= 4000  # the end
+    full = client.download_artifacts(children[0].info.run_id, "error.txt", str(tmp_path))
+    text = open(full).read()
+    assert text.startswith("Traceback") and AlwaysBreaks.detail in text and len(text) > 4000
