@@ -46,12 +46,13 @@ def open_storage(uri: str) -> BaseStorage:
 
 @contextmanager
 def file_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive lock on `<path>.lock` (nothing for None, i.e. a database server, which
-    orders its own transactions)."""
+    """An exclusive lock on `<path>.autoprune-lock` (nothing for None, i.e. a database server,
+    which orders its own transactions). Not `<path>.lock`: Optuna's journal storage locks its
+    file by creating that name."""
     if path is None:
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = path.with_name(path.name + ".autoprune-lock")
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
