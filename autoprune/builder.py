@@ -106,5 +106,3 @@ def _calibration_stats(model, layout, windows, kinds: set[str], settings: Calibr
         f"calibration forward passes, once for all trials{where} ({time.perf_counter() - started:.1f}s)"
     )
     return stats
-
-

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_study(config)
     except AutopruneError as error:
         print(f"autoprune: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
-        return 2
+        return error.exit_code
     return 0
 
 

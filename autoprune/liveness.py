@@ -1,10 +1,11 @@
 """Which trials are still being worked on, so a process that joins a study fails only the trials
 of dead workers.
 
-Each trial records its owner process (`host:pid:start-time`) and a heartbeat (unix seconds,
-refreshed every `study.heartbeat_interval` seconds while it runs). A trial is abandoned when its
-owner is a process of this machine that no longer exists, or, for an owner on another machine,
-when its last heartbeat is older than the grace period (three heartbeat intervals).
+Each trial records its owner (`host:pid:start-time:run`, one `run` per study a process opens),
+its heartbeat interval, and a heartbeat (unix seconds, refreshed every interval while it runs).
+A trial is abandoned when its owner is a process of this machine that no longer exists (or an
+earlier study of this very process that has ended), or, for an owner on another machine, when
+its last heartbeat is older than GRACE_BEATS of its own intervals.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from optuna.trial import FrozenTrial
 
 OWNER_ATTR = "autoprune.owner"
 HEARTBEAT_ATTR = "autoprune.heartbeat"
+INTERVAL_ATTR = "autoprune.heartbeat_interval"
+GRACE_BEATS = 3  # missed heartbeats after which another machine's trial is abandoned
+_open_runs: set[str] = set()  # the owners of the studies this process has open now
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -33,16 +38,25 @@ def _start_ticks(pid: int) -> str | None:
     return None if state in ("Z", "X") else start
 
 
-def this_process() -> str:
+def open_owner() -> str:
+    """A new owner for the trials of one study run in this process; `close_owner` ends it."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}"
+    owner = f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}:{uuid.uuid4().hex[:8]}"
+    _open_runs.add(owner)
+    return owner
+
+
+def close_owner(owner: str) -> None:
+    _open_runs.discard(owner)
 
 
 def owner_alive(owner: str) -> bool | None:
-    """True or False for a process of this machine; None when it runs elsewhere."""
-    host, pid, start = owner.rsplit(":", 2)
+    """True or False for an owner on this machine; None when it runs elsewhere."""
+    host, pid, start, _run = owner.rsplit(":", 3)
     if host != socket.gethostname():
         return None
+    if int(pid) == os.getpid():
+        return owner in _open_runs
     if not Path("/proc").is_dir():  # no /proc: ask the kernel whether the pid exists
         try:
             os.kill(int(pid), 0)
@@ -54,22 +68,24 @@ def owner_alive(owner: str) -> bool | None:
     return _start_ticks(int(pid)) == start
 
 
-def abandoned(trial: FrozenTrial, grace_s: float, now: float | None = None) -> bool:
+def abandoned(trial: FrozenTrial, default_interval_s: float, unowned_is_dead: bool, now: float | None = None) -> bool:
     """Whether no live process works on `trial` any more (its owner is gone or silent).
 
-    A trial without an owner was claimed by a process that died before recording itself (the
-    claim holds the study lock until it has), or by a version that did not record owners.
+    A trial without an owner is dead at once where claims hold the study lock until the owner
+    is recorded (`unowned_is_dead`: file storages); on a database server it may be a claim in
+    progress, so it gets the grace period from its start.
     """
     owner = trial.user_attrs.get(OWNER_ATTR)
-    if owner is None:
+    if owner is None and unowned_is_dead:
         return True
-    alive = owner_alive(owner)
+    alive = owner_alive(owner) if owner else None
     if alive is not None:
         return not alive
     last = trial.user_attrs.get(HEARTBEAT_ATTR)
     if last is None:
         last = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return (now or time.time()) - float(last) > grace_s
+    grace = GRACE_BEATS * float(trial.user_attrs.get(INTERVAL_ATTR, default_interval_s))
+    return (now or time.time()) - float(last) > grace
 
 
 class Heartbeat:

@@ -26,6 +26,7 @@ from autoprune.model import check_context, check_model_source
 from autoprune.registry import Registry, build_registry
 from autoprune.search import Baseline, check_search
 from autoprune.space import SearchSpace
+from autoprune.storage import SQLITE, storage_file
 from autoprune.validation import NAME, check_fields
 
 
@@ -78,12 +79,24 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
     check_fields(config, probes=True)
+    check_stores_apart(config.study.storage, config.mlflow.tracking_uri)
     sequential = config.calibration.mode == "sequential"
     model = config.model
     context = check_context(model.path, model.hub_id, model.context, config.data.calib_windows, sequential)
     check_source(config.data.calibration, "calibration", context)
     check_source(config.data.evaluation, "evaluation", context)
     return plan
+
+
+def check_stores_apart(storage: str, tracking_uri: str) -> None:
+    """Optuna and MLflow each create their own tables: one SQLite file cannot hold both."""
+    optuna_file = storage_file(storage)
+    mlflow_file = storage_file(tracking_uri) if tracking_uri.startswith(SQLITE) else None
+    if optuna_file is not None and mlflow_file is not None and optuna_file.resolve() == mlflow_file.resolve():
+        raise ConfigError(
+            f"study.storage and mlflow.tracking_uri are the same file {str(optuna_file)!r}; "
+            "give each its own, e.g. study.storage=sqlite:///autoprune.db mlflow.tracking_uri=sqlite:///mlflow.db"
+        )
 
 
 def check_section_keys(compressor: Compressor, section: Mapping[str, Any], registry: Registry) -> None:

@@ -10,6 +10,7 @@ server must answer a TCP connect (and, for MLflow, `GET /health`) within `TIMEOU
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+from autoprune.storage import storage_file
 from autoprune.validation import Rule, show
 
 TIMEOUT = 3.0  # seconds a server has to answer
@@ -92,6 +94,23 @@ def store_file_problem(path: Path, header: bytes | None = None) -> str | None:
     return None
 
 
+def journal_problem(path: Path) -> str | None:
+    """`store_file_problem`, and an existing file must be an Optuna journal: JSON lines, not a
+    SQLite database or any other file a typo could point at."""
+    problem = store_file_problem(path)
+    if problem or not path.is_file() or path.stat().st_size == 0:
+        return problem
+    with open(path, "rb") as stream:
+        first = stream.readline(1 << 16)
+    if first.startswith(SQLITE_HEADER):
+        return f"{path} is an SQLite database, not a journal (use sqlite:///{path})"
+    try:
+        json.loads(first)
+    except ValueError:
+        return f"{path} is not an Optuna journal (its first line is not JSON)"
+    return None
+
+
 def answers(host: str, port: int, timeout: float = TIMEOUT) -> bool:
     """Whether something accepts a TCP connection at host:port within `timeout` (name lookup included)."""
     outcome: list[bool] = []
@@ -109,17 +128,11 @@ def answers(host: str, port: int, timeout: float = TIMEOUT) -> bool:
     return bool(outcome and outcome[0])
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The database file of a `sqlite:///PATH` URL (None for an in-memory database)."""
-    path = url.removeprefix("sqlite:///").split("?")[0]
-    return None if path in ("", ":memory:") else Path(path)
-
-
 def database_problem(url: str) -> str | None:
     """Why a SQLAlchemy database URL cannot be used: unparsable, unknown database, driver not
     installed, or no answer from its host within `TIMEOUT`. SQLite files get `store_file_problem`."""
     if url.startswith("sqlite:///"):
-        path = _sqlite_path(url)
+        path = storage_file(url)
         return store_file_problem(path, SQLITE_HEADER) if path else None
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -219,7 +232,7 @@ class StorageURL(Rule):
     def problem(self, key: str, value: Any) -> str | None:
         if value.startswith("journal:///"):
             path = value.removeprefix("journal:///")
-            reason = store_file_problem(Path(path)) if path and not path.endswith("/") else "it names no file"
+            reason = journal_problem(Path(path)) if path and not path.endswith("/") else "it names no file"
         elif "://" in value:
             reason = database_problem(value)
         else:

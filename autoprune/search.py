@@ -21,9 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 from autoprune.components import Direction
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
-from autoprune.liveness import HEARTBEAT_ATTR, OWNER_ATTR, abandoned, this_process
+from autoprune.liveness import HEARTBEAT_ATTR, INTERVAL_ATTR, OWNER_ATTR, abandoned, close_owner, open_owner
 from autoprune.space import SearchSpace
-from autoprune.storage import open_storage, study_lock
+from autoprune.storage import open_storage, storage_file, study_lock
 
 OBJECTIVES_ATTR = "autoprune.objectives"
 RUN_ID_ATTR = "mlflow_run_id"
@@ -78,7 +78,8 @@ class CompletedTrial:
     layers: dict[str, list[Any]] = field(default_factory=dict)
 
 
-WORKERS_ATTR = "autoprune.workers"  # how many processes have joined the study; each samples with its own seed
+WORKERS_ATTR = "autoprune.workers"  # how many runs have opened the study; each samples with its own seed
+BASELINES_QUEUED_ATTR = "autoprune.baselines_queued"
 BASELINE_ATTEMPTS = 3  # a baseline that fails or is killed is queued again, up to this many runs in all
 
 
@@ -105,13 +106,14 @@ class OptunaSearch:
         storage: str,
         objectives: Sequence[str],
         directions: Sequence[Direction],
-        grace_s: float = 30.0,
+        heartbeat_interval_s: float = 10.0,
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = list(objectives)
         self.storage_uri = storage
-        self.grace_s = grace_s
-        self.owner = this_process()
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.locked = storage_file(storage) is not None  # a database server has no study lock
+        self.owner = open_owner()
         with self.lock():
             self.study = optuna.create_study(
                 study_name=study_name, storage=open_storage(storage), directions=list(directions), load_if_exists=True
@@ -121,6 +123,13 @@ class OptunaSearch:
             self.study.set_user_attr(WORKERS_ATTR, self.worker + 1)
         self.seed = worker_seed(search.seed, self.worker)
         self.study.sampler = build_sampler(search, self.seed)
+
+    def close(self) -> None:
+        """This run of the study is over: a trial it still owns counts as abandoned from now on."""
+        close_owner(self.owner)
+
+    def abandoned(self, trial: FrozenTrial) -> bool:
+        return abandoned(trial, self.heartbeat_interval_s, unowned_is_dead=self.locked)
 
     def lock(self):
         """The study lock: held while trials are counted and claimed, so processes never overrun the budget."""
@@ -155,6 +164,7 @@ class OptunaSearch:
                 return Claim.WAIT
             trial = self.study.ask()
             trial.set_user_attr(OWNER_ATTR, self.owner)
+            trial.set_user_attr(INTERVAL_ATTR, self.heartbeat_interval_s)
             self.beat(trial)
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         return trial, space.sample(trial, layers, baseline["overrides"] if baseline else None)
@@ -169,17 +179,29 @@ class OptunaSearch:
         failed = []
         with self.lock():
             for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if abandoned(trial, self.grace_s):
+                if self.abandoned(trial):
                     self.study.tell(trial.number, state=TrialState.FAIL)
                     self._requeue_baseline(trial)
                     failed.append(trial)
         return failed
 
     def fail(self, trial: optuna.Trial) -> str | None:
-        """Record this process's trial as failed; returns its baseline's name if it was queued again."""
+        """Record this run's trial as failed (once: a second call, or a trial another process
+        already failed, changes nothing); returns its baseline's name if it was queued again."""
         with self.lock():
+            if self._finished(trial):
+                return None
             self.study.tell(trial, state=TrialState.FAIL)
             return self._requeue_baseline(self.study.get_trials(deepcopy=False)[trial.number])
+
+    def _finished(self, trial: optuna.Trial) -> bool:
+        return self._state(trial).is_finished()
+
+    def is_complete(self, trial: optuna.Trial) -> bool:
+        return self._state(trial) == TrialState.COMPLETE
+
+    def _state(self, trial: optuna.Trial) -> TrialState:
+        return self.study.get_trials(deepcopy=False)[trial.number].state
 
     def _requeue_baseline(self, trial: FrozenTrial) -> str | None:
         """Queue a failed baseline again, up to BASELINE_ATTEMPTS runs in all, so that a kill or a
@@ -192,37 +214,41 @@ class OptunaSearch:
         return attrs["name"]
 
     def enqueue_baselines(self, baselines: Sequence[Baseline], budget: int) -> list[Baseline]:
-        """Queue the baselines ahead of the sampler, at most `budget` of them, once: only a study
-        without any trial gets them (checked under the lock, so two new processes queue them once).
-        Returns those queued."""
+        """Queue the baselines ahead of the sampler, at most `budget` of them, once per study (under
+        the lock, so processes starting together queue them once; a run killed while queueing
+        leaves the rest to the next). Returns those queued."""
         with self.lock():
-            if self.study.get_trials(deepcopy=False):
+            trials = self.study.get_trials(deepcopy=False)
+            seen = {(t.user_attrs.get(BASELINE_ATTR) or {}).get("name") for t in trials}
+            if self.study.user_attrs.get(BASELINES_QUEUED_ATTR) or (trials and seen == {None}):
                 return []
-            baselines = list(baselines)[:budget]
-            for baseline in baselines:
-                attrs = {
-                    "name": baseline.name,
-                    "overrides": baseline.overrides,
-                    "params": baseline.params,
-                    "attempt": 1,
-                }
-                self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: attrs})
-        return baselines
+            missing = [baseline for baseline in list(baselines)[:budget] if baseline.name not in seen]
+            for baseline in missing:
+                attrs = {"name": baseline.name, "overrides": baseline.overrides, "params": baseline.params}
+                self.study.enqueue_trial(baseline.params, user_attrs={BASELINE_ATTR: {**attrs, "attempt": 1}})
+            self.study.set_user_attr(BASELINES_QUEUED_ATTR, True)
+        return missing
 
-    def waiting_baselines(self, baselines: Sequence[Baseline]) -> list[Baseline]:
-        """The baselines still queued in the study (all that were queued, in a new study)."""
-        waiting = {
-            (t.user_attrs.get(BASELINE_ATTR) or {}).get("name")
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        }
-        return [baseline for baseline in baselines if baseline.name in waiting]
+    def unfinished_baselines(self, baselines: Sequence[Baseline]) -> list[Baseline]:
+        """The baselines queued in the study that have not completed (waiting, running elsewhere,
+        or failed and queued again): what this run may still have to prepare for."""
+        trials = self.study.get_trials(deepcopy=False)
+        names = {t.number: (t.user_attrs.get(BASELINE_ATTR) or {}).get("name") for t in trials}
+        complete = {names[t.number] for t in trials if t.state == TrialState.COMPLETE}
+        return [baseline for baseline in baselines if baseline.name in set(names.values()) - complete]
 
     def tell(
         self, trial: optuna.Trial, values: dict[str, float], layers: Mapping[str, list[Any]] | None = None
-    ) -> None:
-        if layers:
-            trial.set_user_attr(LAYERS_ATTR, dict(layers))
-        self.study.tell(trial, [values[name] for name in self.objectives])
+    ) -> bool:
+        """Record a completed trial; False when another process had failed it first (its owner
+        looked dead: a heartbeat late by more than the grace period), so its result is dropped."""
+        with self.lock():
+            if self._finished(trial):
+                return False
+            if layers:
+                trial.set_user_attr(LAYERS_ATTR, dict(layers))
+            self.study.tell(trial, [values[name] for name in self.objectives])
+        return True
 
     def trials(self) -> dict[int, FrozenTrial]:
         """Every trial of the study by number (for reconciling the MLflow records)."""

@@ -9,8 +9,9 @@
 
 After the third slash PATH is relative; a fourth makes it absolute (SQLAlchemy's convention).
 
-Processes on a file storage take `study_lock` around the few steps that must not interleave
-(creating the study, queueing the baselines, claiming the last trials of the budget). A lock
+Processes on a file storage take `study_lock` around the steps that must not interleave:
+creating the study, queueing the baselines, claiming a trial within the budget, telling or
+failing one, creating the parent run, reconciling MLflow and writing the Pareto report. A lock
 held by a killed process is released by the kernel, so a kill never blocks a later run.
 """
 
@@ -29,10 +30,11 @@ SQLITE_TIMEOUT_S = 60  # several processes write one SQLite file; wait for each 
 
 
 def storage_file(uri: str) -> Path | None:
-    """The file behind a SQLite or journal URI (None for a database server)."""
+    """The file behind a SQLite or journal URI (None for a database server or an in-memory database)."""
     for prefix in (SQLITE, JOURNAL):
         if uri.startswith(prefix):
-            return Path(uri.removeprefix(prefix))
+            path = uri.removeprefix(prefix).split("?")[0]
+            return None if path in ("", ":memory:") else Path(path)
     return None
 
 

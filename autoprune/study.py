@@ -10,7 +10,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from autoprune import __version__
 from autoprune.builder import build_context, prepare_compressors
 from autoprune.context import StudyContext
-from autoprune.errors import AutopruneError
-from autoprune.liveness import Heartbeat, abandoned
+from autoprune.errors import AutopruneError, Interrupted
+from autoprune.liveness import Heartbeat
 from autoprune.pareto import pareto_front
 from autoprune.plan import Plan, prepare
 from autoprune.registry import Registry
@@ -33,7 +33,6 @@ from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
 _LAYER_KEY = re.compile(r"\.\d+$")
-GRACE_BEATS = 3  # a trial on another machine is abandoned after this many missed heartbeats
 WAIT_POLL_S = 1.0  # how often a process waiting for other processes' trials looks again
 
 
@@ -85,10 +84,9 @@ class _StudyRun:
     def recover(self) -> None:
         """Fail the trials dead processes left running (their baselines are queued again) and close
         the MLflow runs they left open, as Optuna records them."""
-        for stale in self.search.fail_abandoned():
-            log.info(f"trial {stale.number} was left running by a process that is gone; recorded as failed")
-        grace = self.search.grace_s
-        self.tracker.reconcile(self.search.trials(), self.plan.objectives, lambda trial: abandoned(trial, grace))
+        _fail_abandoned(self.search)
+        with self.search.lock():  # two processes must not close the same run twice
+            self.tracker.reconcile(self.search.trials(), self.plan.objectives, self.search.abandoned)
 
     def run(self, max_failures: int) -> None:
         """Claim and run trials until the study has its completed trials, waiting while the last
@@ -117,13 +115,15 @@ class _StudyRun:
         again = f"; baseline {requeued} queued again" if requeued else ""
         log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]{again}")
 
-    def one_trial(self, trial: optuna.Trial, sample: dict[str, dict[str, Any]]) -> bool:
-        """Run and record one claimed trial; True if it completed. Failures are recorded, not raised.
+    def one_trial(self, trial: optuna.Trial, sample: dict[str, dict[str, Any]]) -> None:
+        """Run and record one claimed trial. A trial that raises is recorded as failed and the
+        study goes on; anything else that stops it (Ctrl-C, SIGTERM, a tracking server gone)
+        fails it in Optuna before the error goes on up.
 
         Optuna is told first and MLflow follows, so a kill in between leaves a record that
         `StudyTracker.reconcile` completes from Optuna's values on the next run.
         """
-        run_id, told = None, False
+        run_id = None
         try:
             reached("trial.claimed")
             baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
@@ -133,29 +133,30 @@ class _StudyRun:
             self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
             reached("trial.run_linked")
             self.ran += 1
-            with Heartbeat(lambda: self.search.beat(trial), self.search.grace_s / GRACE_BEATS):
+            with Heartbeat(lambda: self.search.beat(trial), self.search.heartbeat_interval_s):
                 try:
                     compressors = [c for c in self.plan.compressors if c.name in sample]  # a baseline runs prune alone
                     result = run_trial(self.context, compressors, self.plan.scorers, sample)
                 except Exception as error:  # a failed trial is recorded and the study goes on
                     self._record_failure(trial, run_id, error)
-                    return False
+                    return
                 reached("trial.scored")
                 for phase, value in result.seconds.items():
                     self.seconds[phase].append(value)
                 layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
-                self._timed("sampler", self.search.tell, trial, result.values, layers)
-                told = True
+                if not self._timed("sampler", self.search.tell, trial, result.values, layers):
+                    log.warning(f"trial {trial.number:3d} was failed by another process while it ran; result dropped")
+                    self.tracker.mark_killed(run_id)
+                    return
                 reached("trial.told")
                 metrics = {**result.values, **_numeric_info(result.info)}
                 metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
                 self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
                 reached("trial.closed")
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: this trial is failed (a completed one is closed next run)
-            if not told:
+        except BaseException:  # a completed trial stays completed: its run is closed by the next run's reconcile
+            if not self.search.is_complete(trial):
                 self.search.fail(trial)
-                if run_id:
-                    self.tracker.mark_killed(run_id)
+                self._close_quietly(run_id)
             raise
         values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
         elapsed = result.seconds["compress"] + result.seconds["score"]
@@ -164,7 +165,17 @@ class _StudyRun:
         log.info(
             f"trial {trial.number:3d} [{done}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
         )
-        return True
+
+    def _close_quietly(self, run_id: str | None) -> None:
+        """Mark the run killed if MLflow can still be reached (reconcile does it later otherwise)."""
+        if run_id:
+            with suppress(Exception):
+                self.tracker.mark_killed(run_id)
+
+
+def _fail_abandoned(search: OptunaSearch) -> None:
+    for stale in search.fail_abandoned():
+        log.info(f"trial {stale.number} was left running by a process that is gone; recorded as failed")
 
 
 def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
@@ -234,7 +245,7 @@ def _run(plan: Plan) -> StudyResult:
     seconds: dict[str, list[float]] = defaultdict(list)
     study_started = time.perf_counter()
     log.info(f"study {plan.study_name} (resume or extend it with study.name={plan.study_name})")
-    tracker = None
+    tracker = search = None
     try:
         search = OptunaSearch(
             config.search,
@@ -242,7 +253,7 @@ def _run(plan: Plan) -> StudyResult:
             config.study.storage,
             plan.objectives,
             plan.directions,
-            grace_s=GRACE_BEATS * config.study.heartbeat_interval,
+            heartbeat_interval_s=config.study.heartbeat_interval,
         )
         queued = search.enqueue_baselines(plan.baselines, config.search.n_trials)
         if queued:
@@ -250,8 +261,9 @@ def _run(plan: Plan) -> StudyResult:
             log.info(f"baselines: {len(queued)} of {len(plan.baselines)} queued ahead of the sampler: {names}")
         done = search.count_complete()
         missing = config.search.n_trials - done
+        _fail_abandoned(search)  # before sizing the statistics: a killed baseline is queued again
         # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
-        pending = search.waiting_baselines(plan.baselines)
+        pending = search.unfinished_baselines(plan.baselines)
         context = build_context(plan, seconds, pending) if missing > 0 else None
         if context is not None:
             prepare_compressors(plan, context, seconds, pending)
@@ -270,7 +282,7 @@ def _run(plan: Plan) -> StudyResult:
         else:
             arrows = " ".join(f"{o}{'↓' if d == 'minimize' else '↑'}" for o, d in zip(plan.objectives, plan.directions))
             worker = (
-                f", process {search.worker + 1} of this study (sampler seed {search.seed})" if search.worker else ""
+                f", sampler seed {search.seed} (opening {search.worker + 1} of this study)" if search.worker else ""
             )
             log.info(
                 f"search: {config.search.sampler}, {missing} trials to run ({done} of {config.search.n_trials} "
@@ -308,7 +320,10 @@ def _run(plan: Plan) -> StudyResult:
     except KeyboardInterrupt:
         if tracker is not None:
             tracker.abort_study()
-        raise AutopruneError(f"interrupted; resume with study.name={plan.study_name}") from None
+        raise Interrupted(f"interrupted; resume with study.name={plan.study_name}") from None
+    finally:
+        if search is not None:
+            search.close()
     seconds["tracking_once"].append(time.perf_counter() - started)
     seconds["total"].append(time.perf_counter() - study_started)
     _report(plan, rows, front, tracker.parent_id)

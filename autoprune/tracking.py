@@ -25,7 +25,7 @@ from autoprune.components import Direction
 from autoprune.report import layers_figure, pareto_figure
 from autoprune.search import LAYERS_ATTR, RUN_ID_ATTR
 from autoprune.steps import reached
-from autoprune.storage import SQLITE, file_lock
+from autoprune.storage import SQLITE, file_lock, storage_file
 
 log = logging.getLogger("autoprune")
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
@@ -86,8 +86,7 @@ class StudyTracker:
     def __init__(self, tracking_uri: str, experiment: str, study_name: str):
         self.study_name = study_name
         # processes starting together must not both create the SQLite schema or the experiment
-        database = Path(tracking_uri.removeprefix(SQLITE)) if tracking_uri.startswith(SQLITE) else None
-        with file_lock(database):
+        with file_lock(storage_file(tracking_uri) if tracking_uri.startswith(SQLITE) else None):
             self.client = MlflowClient(tracking_uri=tracking_uri)  # creates the store's tables
             found = self.client.get_experiment_by_name(experiment)
             if found is not None and found.lifecycle_stage == "deleted":
@@ -101,7 +100,7 @@ class StudyTracker:
             )
         self.parent_id = ""
 
-    def start_study(self, config_yaml: str, space: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    def start_study(self, config_yaml: str, space: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         """Create the parent run, or reopen the one an earlier run (or another process) of this
         study created; callers hold the study lock, so a study has one parent run."""
         existing = self.client.search_runs(
@@ -123,7 +122,6 @@ class StudyTracker:
         self.client.log_batch(self.parent_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
         self.client.log_text(self.parent_id, config_yaml, "config.yaml")
         self.client.log_dict(self.parent_id, dict(space), "search_space.json")
-        return self.parent_id
 
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
         run = self.client.create_run(
@@ -148,9 +146,13 @@ class StudyTracker:
         metrics: Mapping[str, float] | None = None,
         error: str | None = None,
         layers: Mapping[str, list[Any]] | None = None,
+        again: bool = False,
     ) -> None:
-        """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per compressor."""
+        """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per
+        compressor. `again`: a killed run may have written some of it already."""
         for compressor, table in per_compressor_tables(layers or {}).items():
+            if again:
+                self._remove_artifact(run_id, f"{compressor}_layers.json")
             self._log_table(run_id, table, f"{compressor}_layers.json")
         if error:
             self.client.log_text(run_id, error, "error.txt")
@@ -165,11 +167,10 @@ class StudyTracker:
 
     def reconcile(
         self, trials: Mapping[int, FrozenTrial], objectives: Sequence[str], abandoned: Callable[[FrozenTrial], bool]
-    ) -> int:
+    ) -> None:
         """Close the trial runs that dead processes left RUNNING, from Optuna's record (the truth):
         a COMPLETE trial's run is finished with its values, any other is marked killed. Runs of
-        trials that live processes are still running are left alone. Returns how many were closed."""
-        closed = 0
+        trials that live processes are still running are left alone."""
         for run in self._running_trial_runs():
             trial = trials.get(int(run.data.tags.get(TRIAL, -1)))
             if trial is None or trial.state == TrialState.RUNNING or not abandoned(trial):
@@ -182,11 +183,10 @@ class StudyTracker:
                     dict(zip(objectives, trial.values)),
                     None,
                     trial.user_attrs.get(LAYERS_ATTR),
+                    again=True,
                 )
             else:
                 self.mark_killed(run.info.run_id)
-            closed += 1
-        return closed
 
     def _running_trial_runs(self) -> list:
         return self.client.search_runs(
@@ -223,7 +223,7 @@ class StudyTracker:
         if front_rows:
             columns = list(dict.fromkeys(key for row in front_rows for key in row))  # a resumed study may add keys
             table = {column: [row.get(column) for row in front_rows] for column in columns}
-            self._replace_artifact("pareto.json")  # log_table appends to an existing table
+            self._remove_artifact(self.parent_id, "pareto.json")  # log_table appends to an existing table
             self._log_table(self.parent_id, table, "pareto.json")
             reached("study.reporting")
             self._log_figure(pareto_figure(rows, front, objectives, directions, title=self.study_name), "pareto.png")
@@ -241,10 +241,10 @@ class StudyTracker:
         )
         self.client.set_terminated(self.parent_id, status=status)
 
-    def _replace_artifact(self, name: str) -> None:
-        """Remove an artifact an earlier finish of this study wrote, so it is rewritten, not appended to."""
-        if any(info.path == name for info in self.client.list_artifacts(self.parent_id)):
-            get_artifact_repository(self.client.get_run(self.parent_id).info.artifact_uri).delete_artifacts(name)
+    def _remove_artifact(self, run_id: str, name: str) -> None:
+        """Remove an artifact an earlier (or killed) write left, so it is rewritten, not appended to."""
+        if any(info.path == name for info in self.client.list_artifacts(run_id)):
+            get_artifact_repository(self.client.get_run(run_id).info.artifact_uri).delete_artifacts(name)
 
     def _log_table(self, run_id: str, table: Mapping[str, list[Any]], name: str) -> None:
         with warnings.catch_warnings():  # pandas deprecations raised inside MLflow's table conversion

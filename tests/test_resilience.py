@@ -127,7 +127,7 @@ def test_sigterm_stops_a_study_like_ctrl_c(tmp_path, cache):
     paused = start_paused(argv, tmp_path, "trial.run_linked")
     paused.send_signal(signal.SIGTERM)
     output, _ = paused.communicate(timeout=120)
-    assert paused.returncode == 2
+    assert paused.returncode == 130
     assert "autoprune: error: interrupted; resume with study.name=terminated" in output
     study, _, parents, children = load(tmp_path, "terminated")
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]  # the baseline, queued again

@@ -232,3 +232,18 @@ def test_a_compressor_section_takes_only_the_keys_its_compressor_declares():
     check_section_keys(Quantize(), {"bits": 4}, registry)
     with pytest.raises(ConfigError, match=r"^unknown key space.quantize.bit; did you mean space.quantize.bits\? "):
         check_section_keys(Quantize(), {"bit": 4}, registry)
+
+
+def test_stores_mixed_up_are_refused_before_they_are_opened(tmp_path):
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "optuna.db").execute("create table t (x)").connection.close()
+    (tmp_path / "notes.txt").write_text("not a journal\n")
+    cases = {
+        "study.storage=journal:///optuna.db": "optuna.db is an SQLite database, not a journal (use sqlite:///optuna.db)",
+        "study.storage=journal:///notes.txt": "notes.txt is not an Optuna journal",
+    }
+    for arg, says in cases.items():
+        assert says in refused(tmp_path, arg)
+    same = refused(tmp_path, "study.storage=sqlite:///one.db", "mlflow.tracking_uri=sqlite:///one.db")
+    assert "study.storage and mlflow.tracking_uri are the same file 'one.db'" in same
