@@ -7,7 +7,6 @@ import re
 import signal
 import threading
 import time
-import traceback
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -111,7 +110,7 @@ class _StudyRun:
         self.failures += 1
         self.last_error = f"{type(error).__name__}: {error}"
         requeued = self._timed("sampler", self.search.fail, trial)
-        self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, traceback.format_exc())
+        self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, error)
         again = f"; baseline {requeued} queued again" if requeued else ""
         log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]{again}")
 

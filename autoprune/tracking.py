@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from autoprune.storage import SQLITE, file_lock, storage_file
 
 log = logging.getLogger("autoprune")
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
-ERROR_TAG_CHARS = 4000  # the end of the traceback (the exception itself) fits an MLflow tag
+ERROR_TAG_CHARS = 4000  # the end of the exception's message fits an MLflow tag
 
 
 def _now_ms() -> int:
@@ -144,20 +145,24 @@ class StudyTracker:
         run_id: str,
         state: str,
         metrics: Mapping[str, float] | None = None,
-        error: str | None = None,
+        error: BaseException | None = None,
         layers: Mapping[str, list[Any]] | None = None,
         again: bool = False,
     ) -> None:
         """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per
-        compressor. `again`: a killed run may have written some of it already."""
+        compressor. A failed trial's `error` becomes the `error` tag (the exception itself, what
+        the run page shows) and `error.txt` (the whole traceback). `again`: a killed run may have
+        written some of it already."""
         for compressor, table in per_compressor_tables(layers or {}).items():
             if again:
                 self._remove_artifact(run_id, f"{compressor}_layers.json")
             self._log_table(run_id, table, f"{compressor}_layers.json")
-        if error:
-            self.client.log_text(run_id, error, "error.txt")
+        tags = [RunTag("state", state)]
+        if error is not None:
+            self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+            exception = "".join(traceback.format_exception_only(error)).strip()
+            tags.append(RunTag("error", exception[-ERROR_TAG_CHARS:]))
         timestamp = _now_ms()
-        tags = [RunTag("state", state)] + ([RunTag("error", error.strip()[-ERROR_TAG_CHARS:])] if error else [])
         self.client.log_batch(
             run_id,
             metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
