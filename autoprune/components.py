@@ -156,6 +156,11 @@ class Compressor(ABC):
         """
         return set()
 
+    def check_model(self, space: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise `ConfigError` if the section cannot work on this model, judged from its config.json
+        (`num_hidden_layers`, `hidden_size`, ...) before the model loads; not called when that file
+        is not at hand (a hub model that is not cached), where `prepare` is the check."""
+
     def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:  # noqa: B027
         """Called once per study before any trial, on the dense model, for every section a trial may
         run (the space's and each baseline's): compute what trials share, and refuse what cannot

@@ -84,7 +84,9 @@ def register_compressors() -> list[Compressor]:
     and `section_keys(registry)` adds those it hands on (the prune compressor adds every installed
     metric's and allocation's `params`). The core refuses any other key before compute, with the
     list of known ones; `check(section, registry)` then validates the values (raising
-    `ConfigError`, one line: the key, the value, the fix), also before the model loads.
+    `ConfigError`, one line: the key, the value, the fix), also before the model loads, and
+    `check_model(section, model_config)` judges the section against the checkpoint's config.json
+    (a removal count against `num_hidden_layers`, say) before the weights load.
     """
 
 

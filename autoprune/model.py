@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -41,25 +43,27 @@ def check_model_source(path: str | None, hub_id: str | None, dtype: str) -> None
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len")
 
 
-def check_context(
-    path: str | None, hub_id: str | None, context: int | None, calib_windows: int, sequential: bool
-) -> int | None:
-    """Check `model.context` against the model's positions and the calibration windows against
-    memory, from the checkpoint's config.json alone (that is no model load): the local checkpoint's,
-    or a hub model's in the local Hugging Face cache (one that is not cached needs a reachable hub,
-    probed in seconds, so an offline machine is told before any file is written).
-    Returns the window length the study will use, None if unknown before the model loads.
-
-    Memory: the calibration windows' token ids (8 bytes a token) and, in sequential calibration,
-    every block's float32 inputs (4 x hidden size bytes a token) must fit in half the machine's RAM.
-    """
+def checkpoint_config(path: str | None, hub_id: str | None) -> dict[str, Any]:
+    """The checkpoint's config.json, read without loading the model: the local checkpoint's, or a
+    hub model's in the local Hugging Face cache ({} for one that is not cached, which then needs a
+    reachable hub: probed in seconds, so an offline machine is told before any file is written)."""
     config_file = Path(path, "config.json") if path is not None else _cached_hub_config(hub_id)
     if config_file is None and not hub_reachable():
         raise ConfigError(
             f"model.hub_id {hub_id!r} is not in the local Hugging Face cache and the hub is not reachable; "
             "download the checkpoint elsewhere and pass model.path=<local dir>"
         )
-    settings = _checkpoint_settings(config_file) if config_file is not None else {}
+    return _checkpoint_settings(config_file) if config_file is not None else {}
+
+
+def check_context(settings: Mapping[str, Any], context: int | None, calib_windows: int, sequential: bool) -> int | None:
+    """Check `model.context` against the model's positions and the calibration windows against
+    memory, from the checkpoint's config.json `settings` alone (that is no model load).
+    Returns the window length the study will use, None if unknown before the model loads.
+
+    Memory: the calibration windows' token ids (8 bytes a token) and, in sequential calibration,
+    every block's float32 inputs (4 x hidden size bytes a token) must fit in half the machine's RAM.
+    """
     positions = next((settings[key] for key in _POSITION_KEYS if type(settings.get(key)) is int), None)
     if context is not None and positions is not None and context > positions:
         raise ConfigError(

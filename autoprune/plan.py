@@ -22,7 +22,7 @@ from autoprune.components import Compressor, Direction, Scorer
 from autoprune.config import AutopruneConfig
 from autoprune.data import check_source
 from autoprune.errors import ConfigError
-from autoprune.model import check_context, check_model_source
+from autoprune.model import check_context, check_model_source, checkpoint_config
 from autoprune.registry import Registry, build_registry
 from autoprune.search import Baseline, check_search
 from autoprune.space import SearchSpace
@@ -82,7 +82,11 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     check_stores_apart(config.study.storage, config.mlflow.tracking_uri)
     sequential = config.calibration.mode == "sequential"
     model = config.model
-    context = check_context(model.path, model.hub_id, model.context, config.data.calib_windows, sequential)
+    settings = checkpoint_config(model.path, model.hub_id)
+    context = check_context(settings, model.context, config.data.calib_windows, sequential)
+    if settings:
+        for compressor in compressors:
+            compressor.check_model(config.space[compressor.name], settings)
     check_source(config.data.calibration, "calibration", context)
     check_source(config.data.evaluation, "evaluation", context)
     return plan

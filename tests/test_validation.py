@@ -247,3 +247,8 @@ def test_stores_mixed_up_are_refused_before_they_are_opened(tmp_path):
         assert says in refused(tmp_path, arg)
     same = refused(tmp_path, "study.storage=sqlite:///one.db", "mlflow.tracking_uri=sqlite:///one.db")
     assert "study.storage and mlflow.tracking_uri are the same file 'one.db'" in same
+
+
+def test_a_section_that_cannot_work_on_the_model_is_refused_from_its_config_before_loading(tmp_path):
+    line = refused(tmp_path, "space=layers", "space.remove_layers.count.high=6")
+    assert line == ("space.remove_layers.count goes up to 6, but the model has only 6 blocks; keep it below 6")

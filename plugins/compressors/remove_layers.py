@@ -141,6 +141,16 @@ def profile_blocks(context: StudyContext) -> BlockProfile:
     )
 
 
+def _check_count(space: Mapping[str, Any], blocks: int) -> None:
+    """At least one block must survive every count the space can sample."""
+    most = max(possible_values(space.get("count", 1)))
+    if most >= blocks:
+        raise ConfigError(
+            f"space.remove_layers.count goes up to {most}, but the model has only {blocks} blocks; "
+            f"keep it below {blocks}"
+        )
+
+
 class RemoveLayers(Compressor):
     name = "remove_layers"
     params = ("count", "compensate")
@@ -153,12 +163,13 @@ class RemoveLayers(Compressor):
         if not all(isinstance(option, bool) for option in possible_values(compensate)):
             raise ConfigError(f"space.remove_layers.compensate must be true or false, got {compensate!r}")
 
+    def check_model(self, space: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:
+        blocks = model_config.get("num_hidden_layers")
+        if type(blocks) is int:
+            _check_count(space, blocks)
+
     def prepare(self, context: StudyContext, space: Mapping[str, Any]) -> None:
-        most = max(possible_values(space.get("count", 1)))
-        if most >= len(context.layout):
-            raise ConfigError(
-                f"space.remove_layers.count goes up to {most}, but the model has only {len(context.layout)} blocks"
-            )
+        _check_count(space, len(context.layout))
         if PROFILE not in context.cache:
             context.cache[PROFILE] = profile_blocks(context)
 
