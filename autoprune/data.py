@@ -50,8 +50,6 @@ class TextSource:
 def check_source(text: TextSource, role: str, context: int | None = None) -> None:
     """What one text source needs beyond its fields' own rules: the fields its `source` reads, and
     (with the window length known) files long enough for one window. Reads no file's contents."""
-    OneOf(SAMPLINGS).check(f"data.{role}.sampling", text.sampling)
-    OneOf(SOURCES).check(f"data.{role}.source", text.source)
     if text.source == "stdlib" and text.split not in CORPUS_SPLITS:
         raise ConfigError(f"data.{role}.split is {text.split!r}; the stdlib corpus has {', '.join(CORPUS_SPLITS)}")
     if text.source == "files":

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from autoprune.errors import ConfigError, ModelLoadError
-from autoprune.validation import OneOf
 
 ASSETS = Path(__file__).parent / "assets"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -26,9 +25,8 @@ def embedded_model_path(name: str) -> str:
     return str(ASSETS / name)
 
 
-def check_model_source(path: str | None, hub_id: str | None, dtype: str) -> None:
-    """Validate where the model comes from, before any compute (names that cannot be paths included)."""
-    OneOf(tuple(DTYPES)).check("model.dtype", dtype)
+def check_model_source(path: str | None, hub_id: str | None) -> None:
+    """Validate where the model comes from, before any compute (the dtype is its field's rule)."""
     if path is not None:
         if not os.path.isdir(path):
             raise ConfigError(

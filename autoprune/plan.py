@@ -66,7 +66,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
         check_section_keys(compressor, config.space[compressor.name], registry)
         compressor.check(config.space[compressor.name], registry)
     check_search(config.search)
-    check_model_source(config.model.path, config.model.hub_id, config.model.dtype)
+    check_model_source(config.model.path, config.model.hub_id)
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     NAME.check("study.name", study_name)
     for allocation in config.baselines.allocations:

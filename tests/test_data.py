@@ -16,6 +16,7 @@ from autoprune.data import (
     read_text,
 )
 from autoprune.errors import ConfigError
+from autoprune.validation import check_fields
 
 
 def test_calibration_windows_are_seeded_random_slices():
@@ -90,4 +91,4 @@ def test_files_as_documents_through_the_config(tmp_path, tiny):
     check_source(source, "calibration")
     assert calibration_set(source, tokenizer, context=32, count=4, seed=0).shape == (4, 32)
     with pytest.raises(ConfigError, match="unknown data.calibration.sampling 'rows'"):
-        check_source(TextSource(sampling="rows"), "calibration")
+        check_fields(TextSource(sampling="rows"), key="data.calibration")

@@ -3,8 +3,10 @@
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
+from autoprune.config import ModelConfig
 from autoprune.errors import ConfigError
 from autoprune.model import check_model_source, decoder_layout, model_context
+from autoprune.validation import check_fields
 
 
 def test_opt_layout():
@@ -50,11 +52,11 @@ def test_llama_layout():
 
 def test_model_source_errors_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="set model.path=<local dir>"):
-        check_model_source(str(tmp_path / "missing"), None, "float32")
+        check_model_source(str(tmp_path / "missing"), None)
     with pytest.raises(ConfigError, match="has no config.json"):
-        check_model_source(str(tmp_path), None, "float32")
+        check_model_source(str(tmp_path), None)
     with pytest.raises(ConfigError, match="unknown model.dtype 'float8'"):
-        check_model_source(None, "facebook/opt-125m", "float8")
+        check_fields(ModelConfig(hub_id="facebook/opt-125m", dtype="float8"), key="model")
 
 
 def test_blocks_without_linear_layers_are_refused_up_front():
