@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from autoprune.calibration import LinearStats
 from autoprune.model import DecoderLayout
 from autoprune.registry import Registry
+from autoprune.runtime import Runtime, plain_cache_bytes
 
 
 @dataclass
@@ -29,3 +30,10 @@ class StudyContext:
     calibration_batch_size: int = 8
     cache: dict[str, Any] = field(default_factory=dict)  # study-lifetime caches of plugins (e.g. rankings)
     repeated: bool = True  # trials restore and compress again, so per-study caches pay off (False: one-shot API)
+    runtime: Runtime = field(default_factory=Runtime)  # how the model runs beyond its weights (autoprune.runtime)
+
+    def kv_cache_bytes(self, tokens: int, batch: int) -> int:
+        """Bytes of the KV cache the model runs with now, holding `tokens` for `batch` sequences."""
+        if self.runtime.cache_bytes is not None:
+            return self.runtime.cache_bytes(tokens, batch)
+        return plain_cache_bytes(self.model, self.layout, tokens, batch)
