@@ -19,7 +19,9 @@ What is here:
   linear layer), `BlockInputs` (a decoder block's inputs for sequential calibration),
   `AllocationUnit` and `DecoderLayout` (the model's structure), `GRANULARITIES` (the allocation
   granularities), `Registry` (the installed components, given to `Compressor.check`) and
-  `WeightSnapshot` (a copy of weights to restore from).
+  `WeightSnapshot` (a copy of weights to restore from), `Runtime` (`StudyContext.runtime`: how the model
+  runs beyond its weights, such as the KV cache `generate()` must use) and `attention_shape`
+  (key/value heads and head dimension of a model config).
 - `ConfigError`, the error a component raises for an invalid setting, `possible_values`,
   the values one search-space entry can take, and `is_number`, whether a value is a finite
   number (not a boolean), for `check` methods.
@@ -43,6 +45,7 @@ from autoprune.hookspecs import hookimpl
 from autoprune.journal import Journal
 from autoprune.model import GRANULARITIES, AllocationUnit, DecoderLayout
 from autoprune.registry import Registry
+from autoprune.runtime import Runtime, attention_shape
 from autoprune.snapshot import WeightSnapshot
 from autoprune.space import possible_values
 from autoprune.validation import is_number
@@ -60,11 +63,13 @@ __all__ = [
     "LinearStats",
     "PruningMetric",
     "Registry",
+    "Runtime",
     "Scorer",
     "SparsityPattern",
     "StatKind",
     "StudyContext",
     "WeightSnapshot",
+    "attention_shape",
     "hookimpl",
     "is_number",
     "possible_values",
