@@ -11,7 +11,7 @@ from pathlib import Path
 
 from autoprune.calibration import collect_stats
 from autoprune.config import CalibrationConfig
-from autoprune.context import StudyContext
+from autoprune.context import Serving, StudyContext
 from autoprune.data import calibration_set, evaluation_windows, read_text, tokenize
 from autoprune.model import decoder_layout, load_model, model_context
 from autoprune.plan import Plan
@@ -61,8 +61,18 @@ def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequen
     dense_stats = kinds or settings.mode == "dense-once"
     stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
     seconds["calibration"].append(time.perf_counter() - started)
+    serving = Serving(config.serving.context_length or model_context(model, None), config.serving.batch_size)
     return StudyContext(
-        model, tokenizer, layout, calibration, evaluation, stats, plan.registry, settings.mode, settings.batch_size
+        model,
+        tokenizer,
+        layout,
+        calibration,
+        evaluation,
+        stats,
+        plan.registry,
+        settings.mode,
+        settings.batch_size,
+        serving=serving,
     )
 
 

@@ -93,6 +93,16 @@ class BaselinesConfig:
 
 
 @dataclass
+class ServingConfig:
+    """The deployment the memory objectives are computed for: a KV cache of `context_length`
+    tokens for each of `batch_size` sequences."""
+
+    # null = the model's maximum context
+    context_length: int | None = field(default=None, metadata=rules(Range(1, MAX_CONTEXT)))
+    batch_size: int = field(default=1, metadata=rules(Range(1, MAX_BATCH)))
+
+
+@dataclass
 class StudySection:
     # null = a fresh name; reuse a name to resume or extend that study
     name: str | None = field(default=None, metadata=rules(NAME))
@@ -114,6 +124,7 @@ class AutopruneConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     space: dict[str, Any] = field(default_factory=dict)  # checked by autoprune.space and each compressor
     scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"], metadata=rules(Each(Text(100))))
+    serving: ServingConfig = field(default_factory=ServingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     study: StudySection = field(default_factory=StudySection)

@@ -54,6 +54,11 @@ def checkpoint_config(path: str | None, hub_id: str | None) -> dict[str, Any]:
     return _checkpoint_settings(config_file) if config_file is not None else {}
 
 
+def checkpoint_positions(settings: Mapping[str, Any]) -> int | None:
+    """The model's maximum context from its config.json `settings` (None when it declares none)."""
+    return next((settings[key] for key in _POSITION_KEYS if type(settings.get(key)) is int), None)
+
+
 def check_context(settings: Mapping[str, Any], context: int | None, calib_windows: int, sequential: bool) -> int | None:
     """Check `model.context` against the model's positions and the calibration windows against
     memory, from the checkpoint's config.json `settings` alone (that is no model load).
@@ -62,7 +67,7 @@ def check_context(settings: Mapping[str, Any], context: int | None, calib_window
     Memory: the calibration windows' token ids (8 bytes a token) and, in sequential calibration,
     every block's float32 inputs (4 x hidden size bytes a token) must fit in half the machine's RAM.
     """
-    positions = next((settings[key] for key in _POSITION_KEYS if type(settings.get(key)) is int), None)
+    positions = checkpoint_positions(settings)
     if context is not None and positions is not None and context > positions:
         raise ConfigError(
             f"model.context is {context}, but the model has {positions} positions; "

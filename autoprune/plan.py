@@ -4,7 +4,7 @@ installed plugins and the machine, without loading the model or creating any fil
 The order: every field's type and value rules (`autoprune.validation`), then the names of
 plugins and the search space (each compressor section's keys and values), then what needs more
 than one field, and last the machine (devices, files, stores, servers) and the checkpoint's
-config.json (context and memory).
+config.json (context, serving context and memory).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from autoprune.baselines import build_baselines
 from autoprune.components import Compressor, Direction, Scorer
-from autoprune.config import AutopruneConfig
+from autoprune.config import AutopruneConfig, ServingConfig
 from autoprune.data import check_source
 from autoprune.errors import ConfigError
-from autoprune.model import check_context, check_model_source, checkpoint_config
+from autoprune.model import check_context, check_model_source, checkpoint_config, checkpoint_positions
 from autoprune.registry import Registry, build_registry
 from autoprune.search import Baseline, check_search
 from autoprune.space import SearchSpace
@@ -84,12 +84,23 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     model = config.model
     settings = checkpoint_config(model.path, model.hub_id)
     context = check_context(settings, model.context, config.data.calib_windows, sequential)
+    check_serving(config.serving, checkpoint_positions(settings))
     if settings:
         for compressor in compressors:
             compressor.check_model(config.space[compressor.name], settings)
     check_source(config.data.calibration, "calibration", context)
     check_source(config.data.evaluation, "evaluation", context)
     return plan
+
+
+def check_serving(serving: ServingConfig, positions: int | None) -> None:
+    """The deployment's context cannot be longer than the model's (`positions`: None when unknown)."""
+    length = serving.context_length
+    if length is not None and positions is not None and length > positions:
+        raise ConfigError(
+            f"serving.context_length is {length}, but the model has {positions} positions; "
+            f"use serving.context_length={positions} or less (null = {positions})"
+        )
 
 
 def check_stores_apart(storage: str, tracking_uri: str) -> None:

@@ -39,7 +39,10 @@ def test_plugins_with_autoload_off_lists_none():
             ["space.prune.metric.choices=[wanda,sparsegpt9]"],
             "unknown metric 'sparsegpt9'; known metrics: ace, ace_cos, ace_var, magnitude, meta, ria, sparsegpt, stade, wanda",
         ),
-        (["scorers=[perplexity,latency9]"], "unknown scorer 'latency9'; known scorers: perplexity, size"),
+        (
+            ["scorers=[perplexity,latency9]"],
+            "unknown scorer 'latency9'; known scorers: kv_cache, memory, perplexity, size",
+        ),
         (["search.sampler=cmaes"], "unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),
         (["+search=cmaes"], "Could not find 'search/cmaes'; available options: nsga3, random, tpe"),
         (["space.prune.sparsity.high=1.0"], "space.prune.sparsity takes values in [0, 1) (at most 0.99), got 1.0"),

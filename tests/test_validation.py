@@ -57,6 +57,9 @@ SCHEMA = [  # types and ranges declared on the structured config's fields
     case("model.name='ünï'", says="model.name is 'ünï'; use a name of letters, digits"),
     case("model.hub_id=../..", says="model.hub_id is '../..'; use a Hugging Face model id"),
     case("model.context=0", says="model.context is 0; use a whole number from 1 to 1048576"),
+    case("serving.context_length=0", says="serving.context_length is 0; use a whole number from 1 to 1048576"),
+    case("serving.batch_size=0", says="serving.batch_size is 0; use a whole number from 1 to 4096"),
+    case("serving.batch_size=1.5", says="serving.batch_size is 1.5; use a whole number"),
 ]
 
 COMMAND_LINE = [  # Hydra's own errors: parsing, config groups, keys that need `+`
@@ -137,6 +140,10 @@ MACHINE = [  # the model, the data and the device, read without loading anything
     case(
         "model.context=4096",
         says="model.context is 4096, but the model has 128 positions; use model.context=128 or less",
+    ),
+    case(
+        "serving.context_length=4096",
+        says="serving.context_length is 4096, but the model has 128 positions; use serving.context_length=128 or less",
     ),
     case(
         "model.path=/no/such/model", says="model.path '/no/such/model' is not a directory; set model.path=<local dir>"
