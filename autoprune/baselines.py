@@ -1,12 +1,19 @@
-"""The hand-made allocations every new study evaluates first, so its Pareto front can never be
-worse than them: each configured allocation (uniform, OWL) with each metric the space offers,
-at each configured target sparsity, unstructured.
+"""The hand-made configurations every new study evaluates first, so its Pareto front can never be
+worse than them:
 
-A baseline fixes the prune section's `metric`, `sparsity`, `allocation` and `pattern`, and runs
-the prune compressor alone (no layer removal or other compressor in a baseline trial). Values of
-sampled parameters are enqueued in Optuna (so the sampler learns from the baseline like from
-any trial); values of constants are overrides applied to the trial's sample. Parameters whose
-`when` no longer holds (the `offsets` of the searched allocation) are then not sampled at all.
+- pruning: each configured allocation (uniform, OWL) with each metric the space offers, at each
+  configured target sparsity, unstructured. A prune baseline fixes the prune section's `metric`,
+  `sparsity`, `allocation` and `pattern` and runs the prune compressor alone (no layer removal or
+  other compressor in a baseline trial). Parameters whose `when` no longer holds (the `offsets`
+  of the searched allocation) are then not sampled at all.
+- KV cache: when the space has a `kv_cache` section, that compressor alone with the keys and
+  values of every layer at each of `baselines.kv_bits` (uniform KV, as KIVI quantizes), through
+  the section's `bits` when it uses that shorthand, else `key_bits` and `value_bits`.
+
+Values of sampled parameters are enqueued in Optuna (so the sampler learns from the baseline like
+from any trial); values of constants, and of per-layer families (whose length is known only once
+the model is loaded), are overrides applied to the trial's sample. A baseline the space does not
+admit is skipped, with an info line.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from autoprune.space import Parameter, SearchSpace
 
 log = logging.getLogger("autoprune")
 
-COMPRESSOR = "prune"
+PRUNE = "prune"
+KV_CACHE = "kv_cache"
 
 
 def _options(parameter: Parameter | None, default: Any) -> list[Any]:
@@ -38,9 +46,15 @@ def _admits(parameter: Parameter, value: Any) -> bool:
 
 
 def build_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Baseline]:
-    if COMPRESSOR not in space.sections or not settings.allocations:
+    """The prune baselines, then the KV-cache ones, in the order a new study queues them."""
+    return prune_baselines(space, settings) + kv_baselines(space, settings.kv_bits)
+
+
+def prune_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Baseline]:
+    """`<allocation> <metric> <sparsity>`: the prune compressor alone, unstructured."""
+    if PRUNE not in space.sections or not settings.allocations:
         return []
-    section = space.section(COMPRESSOR)
+    section = space.section(PRUNE)
     pattern = section.get("pattern")
     if pattern is not None and "unstructured" not in _options(pattern, None):
         log.info("baselines: none, the space prunes only N:M patterns, where the allocation does not apply")
@@ -63,7 +77,32 @@ def build_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Basel
                         admitted = False
                 label = f"{allocation} {metric} {target:g}"
                 if admitted:
-                    baselines.append(Baseline(label, params, {COMPRESSOR: overrides}))
+                    baselines.append(Baseline(label, params, {PRUNE: overrides}))
                 else:
                     log.info(f"baselines: skipping {label}, outside the search space")
+    return baselines
+
+
+def kv_baselines(space: SearchSpace, widths: list[int]) -> list[Baseline]:
+    """`uniform KV <b>-bit` for each width b: the kv_cache compressor alone, all layers at b."""
+    if KV_CACHE not in space.sections:
+        return []
+    section = space.section(KV_CACHE)
+    names = ("bits",) if "bits" in section else ("key_bits", "value_bits")
+    baselines = []
+    for bits in widths:
+        label = f"uniform KV {bits}-bit"
+        params, overrides = {}, {}
+        for name in names:
+            parameter = section.get(name)
+            if parameter is None or bits not in _options(parameter, None):
+                why = "is not set" if parameter is None else f"does not offer {bits}"
+                log.info(f"baselines: skipping {label}, space.{KV_CACHE}.{name} {why}")
+                break
+            if parameter.kind == "constant" or parameter.per_layer:
+                overrides[name] = bits
+            else:
+                params[parameter.key] = bits
+        else:
+            baselines.append(Baseline(label, params, {KV_CACHE: overrides}))
     return baselines

@@ -91,7 +91,8 @@ def prepare_compressors(
 
 
 def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:
-    return {baseline.overrides.get("prune", {}).get("allocation", "uniform") for baseline in baselines}
+    """The allocations the prune baselines use (a baseline of another compressor prunes nothing)."""
+    return {b.overrides["prune"].get("allocation", "uniform") for b in baselines if "prune" in b.overrides}
 
 
 def _calibration_stats(model, layout, windows, kinds: set[str], settings: CalibrationConfig):

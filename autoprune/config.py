@@ -23,7 +23,7 @@ from autoprune.errors import ConfigError
 from autoprune.model import DTYPES, embedded_model_path
 from autoprune.overrides import check_syntax, compose_error
 from autoprune.probes import Device, StorageURL, TrackingURI, WritableDir
-from autoprune.validation import NAME, SEED, Each, OneOf, Range, Text, check_fields, rules
+from autoprune.validation import NAME, SEED, Each, OneOf, OneOfNumbers, Range, Text, check_fields, rules
 
 CONFIG_DIR = Path(autoprune_conf.__file__).parent
 CALIBRATION_MODES = ("dense-once", "sequential")
@@ -33,6 +33,7 @@ MAX_TRIALS = 100_000
 MAX_WINDOWS = 1_000_000
 MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
+KV_BITS = OneOfNumbers((2, 3, 4, 6, 8, 16), "16: not quantized")  # the kv_cache compressor's widths
 HUB_ID = Text(
     96,
     r"(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?",
@@ -90,6 +91,8 @@ class BaselinesConfig:
     allocations: list[str] = field(default_factory=lambda: ["uniform", "owl"], metadata=rules(Each(Text(100))))
     # used when the sparsity is searched; at most 0.99, as every allocation unit keeps 1 % of its weights
     sparsities: list[float] = field(default_factory=lambda: [0.5, 0.7], metadata=rules(Each(Range(0.0, 0.99))))
+    # when the space has a kv_cache section: the kv_cache compressor alone, every layer at each width
+    kv_bits: list[int] = field(default_factory=lambda: [4, 2], metadata=rules(Each(KV_BITS)))
 
 
 @dataclass

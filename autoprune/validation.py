@@ -87,6 +87,20 @@ class OneOf(Rule):
 
 
 @dataclasses.dataclass(frozen=True)
+class OneOfNumbers(Rule):
+    """One of a fixed set of numbers (the bit widths a quantizer packs, say)."""
+
+    values: tuple[int | float, ...]
+    meaning: str = ""  # said after the list, e.g. "16: not quantized"
+
+    def problem(self, key: str, value: Any) -> str | None:
+        if is_number(value) and value in self.values:
+            return None
+        note = f" ({self.meaning})" if self.meaning else ""
+        return f"{key} is {show(value)}; use one of {', '.join(map(str, self.values))}{note}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Text(Rule):
     """A non-empty string of at most `max_length` characters, matching `pattern` when given."""
 

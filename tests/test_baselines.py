@@ -68,3 +68,58 @@ def test_n_of_m_spaces_have_no_allocation_baselines():
 
 def test_no_baselines_when_turned_off():
     assert baselines_of(SEARCHED, allocations=[]) == []
+
+
+# --- uniform KV-cache baselines: the kv_cache compressor alone, every layer at one width ---
+
+PER_LAYER_BITS = {"choices": [2, 3, 4, 6, 8, 16], "per_layer": True}
+KV = {"key_bits": PER_LAYER_BITS, "value_bits": PER_LAYER_BITS, "group_size": 16, "residual": 16}
+
+
+def kv_baselines_of(section, **settings):
+    return build_baselines(SearchSpace.parse({"kv_cache": section}), BaselinesConfig(**settings))
+
+
+def test_a_kv_cache_section_adds_one_uniform_kv_baseline_per_width_after_the_prune_ones():
+    baselines = build_baselines(SearchSpace.parse({"prune": SEARCHED, "kv_cache": KV}), BaselinesConfig())
+    assert [b.name for b in baselines[-2:]] == ["uniform KV 4-bit", "uniform KV 2-bit"]
+    assert len(baselines) == len(baselines_of(SEARCHED)) + 2
+    four = baselines[-2]
+    assert four.params == {}  # per-layer families: fixed by overrides, their length is the model's
+    assert four.overrides == {"kv_cache": {"key_bits": 4, "value_bits": 4}}
+
+
+def test_a_kv_baseline_runs_the_kv_cache_compressor_alone_with_every_layer_at_its_width():
+    space = SearchSpace.parse({"prune": SEARCHED, "kv_cache": KV})
+    [two] = [b for b in build_baselines(space, BaselinesConfig()) if b.name == "uniform KV 2-bit"]
+    study = optuna.create_study()
+    study.enqueue_trial(two.params)
+    trial = study.ask()
+    sample = space.sample(trial, {"prune": 6, "kv_cache": 6}, two.overrides)
+    assert sample == {"kv_cache": {"key_bits": 2, "value_bits": 2, "group_size": 16, "residual": 16}}
+    assert trial.params == {}
+
+
+def test_kv_widths_the_space_does_not_offer_are_skipped(caplog):
+    narrow = {**KV, "value_bits": {"choices": [4, 8, 16], "per_layer": True}}
+    with caplog.at_level("INFO", logger="autoprune"):
+        assert [b.name for b in kv_baselines_of(narrow, kv_bits=[4, 2, 8])] == ["uniform KV 4-bit", "uniform KV 8-bit"]
+    assert "skipping uniform KV 2-bit, space.kv_cache.value_bits does not offer 2" in caplog.text
+    keys_only = {"key_bits": PER_LAYER_BITS}
+    with caplog.at_level("INFO", logger="autoprune"):
+        assert kv_baselines_of(keys_only) == []
+    assert "skipping uniform KV 4-bit, space.kv_cache.value_bits is not set" in caplog.text
+
+
+def test_the_bits_shorthand_is_overridden_as_bits():
+    [four] = kv_baselines_of({"bits": PER_LAYER_BITS, "group_size": 16}, kv_bits=[4])
+    assert four.overrides == {"kv_cache": {"bits": 4}}
+    [two] = kv_baselines_of({"bits": {"choices": [2, 4]}}, kv_bits=[2])
+    assert two.params == {"kv_cache.bits": 2}  # one sampled value: enqueued, so the sampler learns from it
+    assert two.overrides == {"kv_cache": {}}  # the section still runs, alone
+    assert [b.name for b in kv_baselines_of({"bits": 4})] == ["uniform KV 4-bit"]
+
+
+def test_no_kv_baselines_when_turned_off_or_without_a_kv_cache_section():
+    assert kv_baselines_of(KV, kv_bits=[]) == []
+    assert all("KV" not in b.name for b in baselines_of(SEARCHED))

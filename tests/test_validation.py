@@ -60,6 +60,7 @@ SCHEMA = [  # types and ranges declared on the structured config's fields
     case("serving.context_length=0", says="serving.context_length is 0; use a whole number from 1 to 1048576"),
     case("serving.batch_size=0", says="serving.batch_size is 0; use a whole number from 1 to 4096"),
     case("serving.batch_size=1.5", says="serving.batch_size is 1.5; use a whole number"),
+    case("baselines.kv_bits=[4,5]", says="baselines.kv_bits[1] is 5; use one of 2, 3, 4, 6, 8, 16 (16: not quantized)"),
 ]
 
 COMMAND_LINE = [  # Hydra's own errors: parsing, config groups, keys that need `+`
