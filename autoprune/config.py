@@ -50,6 +50,9 @@ class ModelConfig:
     device: str = field(default="cpu", metadata=rules(Device()))
     # window length in tokens; null = the model's maximum
     context: int | None = field(default=None, metadata=rules(Range(1, MAX_CONTEXT)))
+    # KIVI's KV-cache quantization defaults for this model (conf/space/joint.yaml reads them)
+    kv_group_size: int = field(default=32, metadata=rules(Range(1, 4096)))  # tokens / channels per group
+    kv_residual: int = field(default=128, metadata=rules(Range(0, MAX_CONTEXT)))  # newest tokens kept in 16 bit
 
 
 @dataclass

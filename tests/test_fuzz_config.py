@@ -27,7 +27,7 @@ from autoprune.config import CONFIG_DIR, AutopruneConfig
 from autoprune.registry import build_registry
 
 EXAMPLES_PER_KEY = 5
-BASES = ([], ["space=layers"], ["space=meta"], ["space=optishear"], ["+search=nsga3"])
+BASES = ([], ["space=layers"], ["space=meta"], ["space=optishear"], ["space=joint"], ["+search=nsga3"])
 UNKNOWN = ["+nope", "+model.nope", "+data.calibration.nope", "+space.prune.nope", "+space.nope.count", "+search.nope"]
 tried = {"inputs": 0, "refused": 0, "valid": 0}
 
@@ -48,7 +48,7 @@ def _composed(base: list[str]) -> DictConfig:
 
 def _targets() -> list[tuple[tuple[str, ...], str]]:
     """(base overrides, override prefix): plain keys of each base config, `+` for the schema's keys
-    it lacks and for every key the prune section takes, the config groups, and unknown keys."""
+    it lacks and for every key the prune and kv_cache sections take, the config groups, and unknown keys."""
     schema = OmegaConf.structured(AutopruneConfig)
     seen: set[str] = set()
     targets = []
@@ -59,8 +59,10 @@ def _targets() -> list[tuple[tuple[str, ...], str]]:
             if key not in seen:
                 seen.add(key)
                 targets.append((tuple(base), key if key in present else f"+{key}"))
-    prune_keys = build_registry().compressor("prune").section_keys(build_registry())
-    targets += [((), f"+space.prune.{key}") for key in sorted(prune_keys) if f"space.prune.{key}" not in seen]
+    registry = build_registry()
+    for base, compressor in (((), "prune"), (("space=joint",), "kv_cache")):
+        keys = sorted(registry.compressor(compressor).section_keys(registry))
+        targets += [(base, f"+space.{compressor}.{key}") for key in keys if f"space.{compressor}.{key}" not in seen]
     targets.append(((), "+search"))  # the optional config group; model=, data=, space= are keys above
     targets += [((), key) for key in UNKNOWN]
     return targets
