@@ -58,6 +58,12 @@ def layer_specs(params: Mapping[str, Any], blocks: int) -> list[LayerSpec]:
     return [LayerSpec(k, v, group, residual) for k, v in zip(keys, values)]
 
 
+def _describe(entry: Any) -> str:
+    if not isinstance(entry, Mapping):
+        return str(entry)
+    return f"{'per layer ' if entry.get('per_layer') else ''}from {list(entry['choices'])}"
+
+
 class KVCache(Compressor):
     name = "kv_cache"
     params = ("bits", "key_bits", "value_bits", "group_size", "residual")
@@ -127,8 +133,8 @@ class KVCache(Compressor):
 
     def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
         group, residual = (space.get(name, default) for name, default in DEFAULTS.items())
-        bits = ", ".join(f"{key} {space[key]}" for key in BIT_KEYS if key in space)
-        return f"kv_cache: {bits}; groups of {group}, the newest {residual} tokens kept in full precision"
+        bits = ", ".join(f"{key} {_describe(space[key])}" for key in BIT_KEYS if key in space)
+        return f"{bits}; groups of {group}, at least the newest {residual} tokens kept in full precision"
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         model, layout = context.model, context.layout
