@@ -180,7 +180,11 @@ class Compressor(ABC):
 
 
 class Scorer(ABC):
-    """Measures the (compressed) model and returns one value per objective it declares."""
+    """Measures the (compressed) model and returns one value per objective it declares.
+
+    It honours `context.runtime` (see `autoprune.runtime`): the cache a compressor set for
+    `generate()`, and the KV cache's size through `context.kv_cache_bytes`.
+    """
 
     name: ClassVar[str]
     objectives: ClassVar[Mapping[str, Direction]]

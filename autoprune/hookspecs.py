@@ -73,7 +73,10 @@ def register_compressors() -> list[Compressor]:
     params, journal)` changes the model in place and records every change in the journal
     (which also tells later compressors which tensors were changed); a compressor that
     removes whole blocks swaps the model's ModuleList and `context.layout` (via
-    `DecoderLayout.without`) through `journal.on_undo`. It returns facts to log: scalars become
+    `DecoderLayout.without`) through `journal.on_undo`. A compressor that changes how the model
+    runs rather than its weights (the KV cache's attention function and the cache `generate()` must
+    use) installs the function through `journal.on_undo` and puts the rest on `context.runtime` with
+    `Runtime.set(journal, ...)`, so every scorer sees it and the trial undoes it. It returns facts to log: scalars become
     MLflow metrics, lists become per-layer tables (`<compressor>_layers.json`) and plots.
     `stats_needed` names the calibration statistics to collect up front, `prepare` computes
     once on the dense model what trials share (and refuses what cannot work on this model),
@@ -95,5 +98,9 @@ def register_scorers() -> list[Scorer]:
     """Scorers: measurements of the compressed model, each one or more named objectives.
 
     Selected by name in the config's `scorers` list; their objectives, with the direction each
-    declares, are the objectives of the study and the axes of its Pareto front.
+    declares, are the objectives of the study and the axes of its Pareto front. A scorer measures
+    the model as the trial's compressors left it, runtime included: calling the model runs any
+    attention function a compressor installed; a scorer that generates passes
+    `context.runtime.new_cache()` as `past_key_values` (None: transformers' default cache); one
+    that sizes memory asks `context.kv_cache_bytes(tokens, batch)` at `context.serving_shape()`.
     """
