@@ -49,7 +49,10 @@ def main(overrides: list[str]) -> None:
         ("  prepare: dense-model scores (once)", f"{sum(seconds['prepare']):.2f} s"),
         ("  median prune time / trial", f"{statistics.median(seconds['compress']):.3f} s"),
         ("  median scoring time / trial", f"{statistics.median(seconds['score']):.3f} s"),
-        ("  sampler + study lock (claim + tell)", f"{overhead['sampler']:.2f} s  ({per_trial_ms['sampler']:.0f} ms / trial)"),
+        (
+            "  sampler + study lock (claim + tell)",
+            f"{overhead['sampler']:.2f} s  ({per_trial_ms['sampler']:.0f} ms / trial)",
+        ),
         ("  MLflow per trial", f"{overhead['tracking']:.2f} s  ({per_trial_ms['tracking']:.0f} ms / trial)"),
         ("  MLflow once (store, parent, Pareto)", f"{overhead['tracking_once']:.2f} s"),
         ("  restore", f"{overhead['restore']:.2f} s  ({per_trial_ms['restore']:.0f} ms / trial)"),
