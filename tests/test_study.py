@@ -380,3 +380,35 @@ def test_a_failed_baseline_is_queued_again_a_bounded_number_of_times(tmp_path):
     full = client.download_artifacts(children[0].info.run_id, "error.txt", str(tmp_path))
     text = open(full).read()
     assert text.startswith("Traceback") and AlwaysBreaks.detail in text and len(text) > 4000
+
+
+@pytest.mark.parametrize("sampler", ["nsga3", "tpe"])
+def test_the_joint_space_searches_pruning_and_kv_bits_together(tmp_path, sampler):
+    """`autoprune space=joint +search=...`: a uniform-KV baseline first, then trials that sample
+    pruning and per-layer key/value bits at once, scored on perplexity, size and the KV cache."""
+    name = f"joint-{sampler}"
+    overrides = [
+        *study_overrides(tmp_path, name=name, trials=3),
+        "space=joint",
+        f"+search={sampler}",
+        "baselines.allocations=[]",
+        "baselines.kv_bits=[2]",
+    ]
+    result = run_study(compose_config(overrides))
+    assert [row["trial"] for row in result.rows] == [0, 1, 2]
+    client, _, children = runs_of(tmp_path, name)
+    baseline, sampled = children[0], children[1]
+    assert baseline.data.tags["autoprune.baseline"] == "uniform KV 2-bit"
+    assert not any(key.startswith("prune.") for key in baseline.data.params)  # the kv_cache compressor alone
+    dense_kv = 2 * 6 * 128 * 256 * 4 / 1e6  # float32 keys and values of 6 blocks, 128 tokens
+    assert sampled.data.metrics["kv_cache_mb"] <= dense_kv
+    assert baseline.data.metrics["kv_cache_mb"] < dense_kv / 8  # 2 bits + scales against 32 bits
+    assert {f"kv_cache.key_bits.{i}" for i in range(6)} | {f"kv_cache.value_bits.{i}" for i in range(6)} <= set(
+        sampled.data.params
+    )
+    assert "prune.sparsity" in sampled.data.params and "size_mb" in sampled.data.metrics
+    table = json.loads(
+        open(client.download_artifacts(sampled.info.run_id, "kv_cache_layers.json", str(tmp_path))).read()
+    )
+    assert table["columns"] == ["block", "key_bits", "value_bits"]
+    assert [row[1] for row in table["data"]] == [int(sampled.data.params[f"kv_cache.key_bits.{i}"]) for i in range(6)]
