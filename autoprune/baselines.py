@@ -11,9 +11,10 @@ worse than them:
   the section's `bits` when it uses that shorthand, else `key_bits` and `value_bits`.
 
 Values of sampled parameters are enqueued in Optuna (so the sampler learns from the baseline like
-from any trial); values of constants, and of per-layer families (whose length is known only once
-the model is loaded), are overrides applied to the trial's sample. A baseline the space does not
-admit is skipped, with an info line.
+from any trial), per-layer families too when the checkpoint's config.json gives the number of
+blocks before the model loads; values of constants (and of per-layer families otherwise) are
+overrides applied to the trial's sample. A baseline the space does not admit is skipped, with an
+info line.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def _admits(parameter: Parameter, value: Any) -> bool:
     return parameter.low <= value <= parameter.high
 
 
-def build_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Baseline]:
+def build_baselines(space: SearchSpace, settings: BaselinesConfig, blocks: int | None = None) -> list[Baseline]:
     """The prune baselines, then the KV-cache ones, in the order a new study queues them."""
-    return prune_baselines(space, settings) + kv_baselines(space, settings.kv_bits)
+    return prune_baselines(space, settings) + kv_baselines(space, settings.kv_bits, blocks)
 
 
 def prune_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Baseline]:
@@ -83,8 +84,9 @@ def prune_baselines(space: SearchSpace, settings: BaselinesConfig) -> list[Basel
     return baselines
 
 
-def kv_baselines(space: SearchSpace, widths: list[int]) -> list[Baseline]:
-    """`uniform KV <b>-bit` for each width b: the kv_cache compressor alone, all layers at b."""
+def kv_baselines(space: SearchSpace, widths: list[int], blocks: int | None = None) -> list[Baseline]:
+    """`uniform KV <b>-bit` for each width b: the kv_cache compressor alone, all layers at b; per-layer
+    families are enqueued layer by layer when the model's number of `blocks` is known."""
     if KV_CACHE not in space.sections:
         return []
     section = space.section(KV_CACHE)
@@ -99,8 +101,10 @@ def kv_baselines(space: SearchSpace, widths: list[int]) -> list[Baseline]:
                 why = "is not set" if parameter is None else f"does not offer {bits}"
                 log.info(f"baselines: skipping {label}, space.{KV_CACHE}.{name} {why}")
                 break
-            if parameter.kind == "constant" or parameter.per_layer:
+            if parameter.kind == "constant" or (parameter.per_layer and blocks is None):
                 overrides[name] = bits
+            elif parameter.per_layer:
+                params.update({f"{parameter.key}.{layer}": bits for layer in range(blocks)})
             else:
                 params[parameter.key] = bits
         else:

@@ -74,8 +74,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
             registry.allocation(allocation).check(config.space.get("prune", {}))
         except ConfigError as error:
             raise ConfigError(f"baselines.allocations: {error}") from None
-    baselines = build_baselines(space, config.baselines)
-    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name, baselines)
+    plan = Plan(config, resolved, registry, space, compressors, scorers, study_name)
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
     check_fields(config, probes=True)
@@ -88,6 +87,8 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     if settings:
         for compressor in compressors:
             compressor.check_model(config.space[compressor.name], settings)
+    blocks = settings.get("num_hidden_layers") if settings else None
+    plan.baselines = build_baselines(space, config.baselines, blocks if type(blocks) is int else None)
     check_source(config.data.calibration, "calibration", context)
     check_source(config.data.evaluation, "evaluation", context)
     return plan

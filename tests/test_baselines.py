@@ -85,8 +85,20 @@ def test_a_kv_cache_section_adds_one_uniform_kv_baseline_per_width_after_the_pru
     assert [b.name for b in baselines[-2:]] == ["uniform KV 4-bit", "uniform KV 2-bit"]
     assert len(baselines) == len(baselines_of(SEARCHED)) + 2
     four = baselines[-2]
-    assert four.params == {}  # per-layer families: fixed by overrides, their length is the model's
+    assert four.params == {}  # per-layer families: fixed by overrides when the model's length is unknown
     assert four.overrides == {"kv_cache": {"key_bits": 4, "value_bits": 4}}
+
+
+def test_with_the_number_of_blocks_known_per_layer_bits_are_enqueued_so_the_sampler_learns_them():
+    space = SearchSpace.parse({"prune": SEARCHED, "kv_cache": KV})
+    [four] = [b for b in build_baselines(space, BaselinesConfig(), blocks=6) if b.name == "uniform KV 4-bit"]
+    assert four.overrides == {"kv_cache": {}}
+    study = optuna.create_study()
+    study.enqueue_trial(four.params)
+    trial = study.ask()
+    sample = space.sample(trial, {"prune": 6, "kv_cache": 6}, four.overrides)
+    assert sample == {"kv_cache": {"key_bits": [4] * 6, "value_bits": [4] * 6, "group_size": 16, "residual": 16}}
+    assert trial.params == {f"kv_cache.{kind}.{i}": 4 for kind in ("key_bits", "value_bits") for i in range(6)}
 
 
 def test_a_kv_baseline_runs_the_kv_cache_compressor_alone_with_every_layer_at_its_width():
