@@ -63,10 +63,10 @@ def kivi_attention(
 ) -> tuple[Tensor, Tensor | None]:
     own = ALL_ATTENTION_FUNCTIONS[base]
     spec: LayerSpec | None = getattr(module, SPEC, None)
-    queries, tokens = query.shape[2], key.shape[2]
-    cache_index = torch.arange(tokens - queries, tokens, device=query.device)
     if spec is None or spec.is_full:
         return own(module, query, key, value, attention_mask, **kwargs)
+    queries, tokens = query.shape[2], key.shape[2]
+    cache_index = torch.arange(tokens - queries, tokens, device=query.device)
     group, residual = spec.group_size, spec.residual
     bounds = ((cache_index + 1 - residual).div(group, rounding_mode="floor") * group).clamp(min=0)  # Q_t per query
     top = int(bounds[-1])
@@ -77,7 +77,6 @@ def kivi_attention(
     allowed = _allowed(attention_mask, queries, tokens, query.device)
     quantized = torch.arange(tokens, device=query.device) < bounds[:, None]  # [queries, tokens]
     mask = torch.cat([allowed[..., :top] & quantized[:, :top], allowed & ~quantized], dim=-1)
-    kwargs.pop("is_causal", None)
     return sdpa_attention_forward(module, query, keys, values, mask, **kwargs)
 
 
