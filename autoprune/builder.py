@@ -14,7 +14,7 @@ from autoprune.config import CalibrationConfig
 from autoprune.context import Serving, StudyContext
 from autoprune.data import calibration_set, evaluation_windows, read_text, tokenize
 from autoprune.model import decoder_layout, load_model, model_context
-from autoprune.plan import Plan
+from autoprune.plan import Plan, check_serving
 from autoprune.search import Baseline
 from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
 
@@ -61,7 +61,9 @@ def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequen
     dense_stats = kinds or settings.mode == "dense-once"
     stats = _calibration_stats(model, layout, calibration, kinds, settings) if dense_stats else {}
     seconds["calibration"].append(time.perf_counter() - started)
-    serving = Serving(config.serving.context_length or model_context(model, None), config.serving.batch_size)
+    maximum = model_context(model, None)
+    check_serving(config.serving, maximum)  # again: a hub model's config.json may not have been at hand
+    serving = Serving(config.serving.context_length or maximum, config.serving.batch_size)
     return StudyContext(
         model,
         tokenizer,

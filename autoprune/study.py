@@ -134,7 +134,9 @@ class _StudyRun:
             self.ran += 1
             with Heartbeat(lambda: self.search.beat(trial), self.search.heartbeat_interval_s):
                 try:
-                    compressors = [c for c in self.plan.compressors if c.name in sample]  # a baseline runs prune alone
+                    compressors = [
+                        c for c in self.plan.compressors if c.name in sample
+                    ]  # a baseline runs its own compressor alone
                     result = run_trial(self.context, compressors, self.plan.scorers, sample)
                 except Exception as error:  # a failed trial is recorded and the study goes on
                     self._record_failure(trial, run_id, error)

@@ -1,6 +1,7 @@
 """The KV cache compressor: KIVI quantization, the accuracy path every scorer sees, and the packed
 cache `generate()` runs with, on the embedded OPT and on a random Llama with grouped-query attention."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -181,25 +182,22 @@ def test_at_16_bits_greedy_generation_equals_the_default_caches(tiny, llama, whi
 def test_the_cache_holds_what_the_objective_counts_and_what_the_formula_says(tiny):
     """Bytes of the real cache's tensors = the sizing the objectives use; and the DESIGN.md formula,
     2·heads·head_dim·[(T−R)·(b + 32/G)/8 + 2R] per layer and sequence, for a 16-bit model."""
-    model = tiny[0].to(torch.bfloat16)
-    try:
-        context = context_for(model)
-        heads, head_dim, blocks = 4, 64, 6
-        for bits in (2, 3, 4, 6, 8):
-            group, residual, tokens = 32, 16, 16 + 3 * 32
-            journal = Journal()
-            with torch.no_grad():
-                KVCache().apply(context, {"bits": bits, "group_size": group, "residual": residual}, journal)
-                cache = context.runtime.new_cache()
-                model(torch.randint(3, 4096, (2, tokens)), past_key_values=cache)
-                sized = context.kv_cache_bytes(tokens, 2)
-                journal.restore()
-            formula = blocks * 2 * 2 * heads * head_dim * ((tokens - residual) * (bits + 32 / group) / 8 + 2 * residual)
-            assert cache.nbytes == sized
-            assert sized == pytest.approx(formula, rel=0.05)
-        assert context.kv_cache_bytes(tokens, 2) == 2 * blocks * 2 * tokens * heads * head_dim * 2  # restored: plain
-    finally:
-        model.float()
+    model = copy.deepcopy(tiny[0]).to(torch.bfloat16)  # a copy: bfloat16 and back would round the shared one
+    context = context_for(model)
+    heads, head_dim, blocks = 4, 64, 6
+    for bits in (2, 3, 4, 6, 8):
+        group, residual, tokens = 32, 16, 16 + 3 * 32
+        journal = Journal()
+        with torch.no_grad():
+            KVCache().apply(context, {"bits": bits, "group_size": group, "residual": residual}, journal)
+            cache = context.runtime.new_cache()
+            model(torch.randint(3, 4096, (2, tokens)), past_key_values=cache)
+            sized = context.kv_cache_bytes(tokens, 2)
+            journal.restore()
+        formula = blocks * 2 * 2 * heads * head_dim * ((tokens - residual) * (bits + 32 / group) / 8 + 2 * residual)
+        assert cache.nbytes == sized
+        assert sized == pytest.approx(formula, rel=0.05)
+    assert context.kv_cache_bytes(tokens, 2) == 2 * blocks * 2 * tokens * heads * head_dim * 2  # restored: plain
 
 
 def test_composes_with_pruning_and_layer_removal_and_is_undone(tiny_context):
