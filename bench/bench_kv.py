@@ -1,15 +1,15 @@
 """KV-cache bits on the embedded model: uniform KIVI against a per-layer search, the packed cache's
 bytes against the formula, and its decode time against transformers' default cache.
 
-    python bench/bench_kv.py [--trials 50] [--seed 0] [HYDRA OVERRIDES...]
+    python bench/bench_kv.py [--trials 50] [--seed 0] [--skip-search] [HYDRA OVERRIDES...]
 
 Prints, with the group size and residual of `space=joint` for the model (`model.kv_group_size`,
 `model.kv_residual`):
 
 1. perplexity and KV-cache MB (the `kv_cache_mb` objective: `serving.context_length` tokens, one
    sequence) at uniform 2, 3, 4, 8 and 16 bits for keys and values;
-2. the Pareto front of `--trials` TPE trials over per-layer key and value bits alone (no baselines);
-   the search scores perplexity on the even evaluation windows and every figure printed is measured
+2. the Pareto front of `--trials` trials of the study's TPE sampler over per-layer key and value
+   bits alone, once on its own and once seeded with uniform 4 and 2 bits (as a study's baselines are); the search scores perplexity on the even evaluation windows and every figure printed is measured
    on the odd ones, so no point is judged on the windows it was picked on;
 3. whether each uniform point is dominated or matched by the front, and the front's best perplexity
    within uniform 4-bit's cache size (the same mean bit width);
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--skip-search", action="store_true", help="only the uniform points, bytes and decode time")
     args, overrides = parser.parse_known_args()
 
     from autoprune.builder import build_context
@@ -83,45 +84,41 @@ def main() -> None:
         }
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        directions=["minimize", "minimize"], sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=10)
-    )
-    samples, started = {}, time.perf_counter()
-    for _ in range(args.trials):
-        trial = study.ask()
-        sample = space.sample(trial, {"kv_cache": blocks})
-        samples[trial.number] = sample["kv_cache"]
-        study.tell(trial, list(measure(searching, sample["kv_cache"])))
-    search_seconds = time.perf_counter() - started
-    front_trials = study.best_trials
-    front = []
-    for trial in front_trials:
-        params = samples[trial.number]
-        mean_bits = (sum(params["key_bits"]) + sum(params["value_bits"])) / (2 * blocks)
-        front.append((*measure(reporting, params), mean_bits, params))
-    points = [(ppl, mb) for ppl, mb, _, _ in front]
-    kept = set(pareto_front(dict(enumerate(points)), ["minimize", "minimize"]))
-    front = sorted((front[i] for i in kept), key=lambda point: point[1])
-    print(f"\n2. front of {args.trials} TPE trials over per-layer bits ({search_seconds:.0f}s), on the report windows")
-    print("   perplexity   kv_cache_mb   mean bits   key bits / value bits per layer")
-    for ppl, mb, mean_bits, params in front:
-        print(f"   {ppl:10.3f}   {mb:11.4f}   {mean_bits:9.2f}   {params['key_bits']} / {params['value_bits']}")
-
-    print("\n3. uniform point       dominated or matched by the front?")
-    for bits, (ppl, mb) in uniform.items():
-        better = [p for p in front if p[0] <= ppl and p[1] <= mb]
-        verdict = f"yes: {better[0][0]:.3f} at {better[0][1]:.4f} MB" if better else "no"
-        print(f"   {bits:2d}-bit ({ppl:.3f}, {mb:.4f} MB)  {verdict}")
-    ppl4, mb4 = uniform[4]
-    within = [p for p in front if p[1] <= mb4]
-    if within:
-        best = min(within, key=lambda p: p[0])
+    fronts = {}
+    for label, seeds in (
+        () if args.skip_search else (("search alone", []), ("seeded with uniform 4 and 2 bits", [4, 2]))
+    ):
+        started = time.perf_counter()
+        front = search(space, blocks, seeds, args, lambda params: measure(searching, params))
+        front = [(*measure(reporting, params), mean_bits(params), params) for params in front]
+        kept = pareto_front({i: point[:2] for i, point in enumerate(front)}, ["minimize", "minimize"])
+        fronts[label] = sorted((front[i] for i in kept), key=lambda point: point[1])
         print(
-            f"   within uniform 4-bit's {mb4:.4f} MB: best front perplexity {best[0]:.3f} "
-            f"(mean {best[2]:.2f} bits) vs uniform 4-bit {ppl4:.3f}: ratio {best[0] / ppl4:.4f}"
+            f"\n2. {label}: front of {args.trials} TPE trials over per-layer bits "
+            f"({time.perf_counter() - started:.0f}s), measured on the report windows"
         )
-    else:
-        print(f"   no front point within uniform 4-bit's {mb4:.4f} MB")
+        print("   perplexity   kv_cache_mb   mean bits   key bits / value bits per layer")
+        for ppl, mb, bits, params in fronts[label]:
+            print(f"   {ppl:10.3f}   {mb:11.4f}   {bits:9.2f}   {params['key_bits']} / {params['value_bits']}")
+
+    if fronts:
+        print("\n3. is each uniform point dominated or matched by the front?")
+    ppl4, mb4 = uniform[4]
+    for label, front in fronts.items():
+        print(f"   {label}:")
+        for bits, (ppl, mb) in uniform.items():
+            better = [p for p in front if p[0] <= ppl and p[1] <= mb]
+            verdict = f"yes, by {better[0][0]:.3f} at {better[0][1]:.4f} MB" if better else "no"
+            print(f"     {bits:2d}-bit ({ppl:.3f}, {mb:.4f} MB)  {verdict}")
+        within = [p for p in front if p[1] <= mb4]
+        if within:
+            best = min(within, key=lambda p: p[0])
+            print(
+                f"     best perplexity within uniform 4-bit's {mb4:.4f} MB: {best[0]:.3f} (mean {best[2]:.2f} bits) "
+                f"vs uniform 4-bit {ppl4:.3f}: ratio {best[0] / ppl4:.4f}"
+            )
+        else:
+            print(f"     no front point within uniform 4-bit's {mb4:.4f} MB")
 
     print("\n4. bytes per token of the packed cache (one sequence, all layers)")
     heads, head_dim = context.model.config.num_attention_heads, context.model.config.hidden_size
@@ -153,6 +150,28 @@ def main() -> None:
         ms = decode_ms(context, context.runtime.new_cache, prompt, args)
         journal.restore()
         print(f"   packed, {bits:2d}-bit          {ms:7.2f} ms/token   {ms / default_ms:.2f}x the default cache")
+
+
+def mean_bits(params: dict) -> float:
+    return (sum(params["key_bits"]) + sum(params["value_bits"])) / (2 * len(params["key_bits"]))
+
+
+def search(space, blocks: int, seeds: list[int], args, objective) -> list[dict]:
+    """The study's own TPE sampler over per-layer bits; `seeds` are uniform widths enqueued first
+    (as per-layer parameters, so the sampler learns from them). Returns the front's distinct samples."""
+    sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=10, multivariate=True, group=True)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    for bits in seeds:
+        study.enqueue_trial(
+            {f"kv_cache.{kind}.{i}": bits for kind in ("key_bits", "value_bits") for i in range(blocks)}
+        )
+    samples = {}
+    for _ in range(args.trials):
+        trial = study.ask()
+        samples[trial.number] = space.sample(trial, {"kv_cache": blocks})["kv_cache"]
+        study.tell(trial, list(objective(samples[trial.number])))
+    distinct = {repr(samples[t.number]): samples[t.number] for t in study.best_trials}
+    return list(distinct.values())
 
 
 def decode_ms(context, new_cache, prompt: torch.Tensor, args) -> float:
