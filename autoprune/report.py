@@ -82,6 +82,8 @@ def layers_figure(layers: Mapping[int, Mapping[str, Sequence[Any]]], title: str 
         return None
 
     keys = list(dict.fromkeys(k for values in layers.values() for k, v in values.items() if is_numeric(v)))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {trial: palette[index % len(palette)] for index, trial in enumerate(sorted(layers))}  # same in every panel
     figure, axes = plt.subplots(len(keys), 1, figsize=(9, 3.2 * len(keys)), squeeze=False)
     for axis, key in zip(axes[:, 0], keys):
         named = {trial: names_of(values, key) for trial, values in layers.items() if key in values}
@@ -90,7 +92,7 @@ def layers_figure(layers: Mapping[int, Mapping[str, Sequence[Any]]], title: str 
         for trial in sorted(named):
             values, names = layers[trial][key], named[trial]
             xs = [position[name] for name in names] if names else list(range(len(values)))
-            axis.plot(xs, values, "o-", ms=3, label=f"trial {trial}")
+            axis.plot(xs, values, "o-", ms=3, color=color[trial], label=f"trial {trial}")
         if axis_names:
             axis.set_xticks(range(len(axis_names)), _short_labels(axis_names), rotation=90, fontsize=7)
         axis.set_ylabel(key)

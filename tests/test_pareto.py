@@ -39,3 +39,4 @@ def test_the_per_layer_plot_lines_up_trials_that_removed_different_blocks():
     assert ratio.get_ylabel() == "prune.ratio" and removed.get_ylabel() == "remove_layers.removed"
     assert [t.get_text() for t in ratio.get_xticklabels()] == ["0", "1", "2"]
     assert [list(line.get_xdata()) for line in ratio.lines] == [[0, 1, 2], [0, 2]]  # block 2 where block 2 is
+    assert ratio.lines[1].get_color() == removed.lines[0].get_color()  # trial 7 in the same colour in every panel
