@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from autoprune.calibration import collect_stats
 from autoprune.context import StudyContext
@@ -15,8 +19,22 @@ from autoprune.registry import build_registry
 TINY = embedded_model_path("tiny-opt")
 
 
-def study_overrides(tmp_path: Path, name: str = "test", trials: int = 3) -> list[str]:
-    """Hydra overrides for a real but small study whose records all live under tmp_path."""
+@functools.cache
+def _migrated_mlflow_store() -> Path:
+    """An empty MLflow SQLite store with its schema created, once per test session: creating the
+    schema takes about 10 s on this machine, and a study would pay it for every fresh store."""
+    path = Path(tempfile.mkdtemp(prefix="autoprune-mlflow-")) / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def study_overrides(tmp_path: Path, name: str = "test", trials: int = 3, fresh_mlflow: bool = False) -> list[str]:
+    """Hydra overrides for a real but small study whose records all live under tmp_path.
+
+    The MLflow store starts as a copy of an empty, already-migrated one (`fresh_mlflow`: no file at
+    all, for tests that check nothing is written)."""
+    if not fresh_mlflow and not (tmp_path / "mlflow.db").exists():
+        shutil.copyfile(_migrated_mlflow_store(), tmp_path / "mlflow.db")
     return [
         f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"study.storage=sqlite:///{tmp_path}/optuna.db",

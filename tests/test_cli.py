@@ -72,7 +72,7 @@ def test_plugins_with_autoload_off_lists_none():
     ],
 )
 def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):
-    result = autoprune(*overrides, *study_overrides(tmp_path), cwd=tmp_path)
+    result = autoprune(*overrides, *study_overrides(tmp_path, fresh_mlflow=True), cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("autoprune: error: ") and message in line
@@ -84,7 +84,9 @@ def test_hub_model_without_network_fails_fast_naming_model_path(tmp_path):
     # an empty cache and a hub address where nothing listens: the same on machines with a network
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
     started = time.perf_counter()
-    result = autoprune("+search=nsga3", "model=opt-1.3b", *study_overrides(tmp_path), cwd=tmp_path, env=env)
+    result = autoprune(
+        "+search=nsga3", "model=opt-1.3b", *study_overrides(tmp_path, fresh_mlflow=True), cwd=tmp_path, env=env
+    )
     elapsed = time.perf_counter() - started
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()

@@ -109,17 +109,40 @@ def assert_whole(tmp_path: Path, name: str, storage: str | None = None, n_trials
     return complete
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_a_study_killed_at_any_step_resumes_with_nothing_lost(tmp_path, cache, step):
-    argv = command(tmp_path, cache, "killed")
-    paused = start_paused(argv, tmp_path, step)  # the first arrival: the baseline trial, or the report
-    paused.kill()
-    paused.wait()
+# Every step once, in an order that keeps the study going: the first kill fails the baseline
+# (queued again), the second lets its second attempt complete, later ones hit sampled trials, and
+# the report comes last. Each process after the first starts from what the kills before it left.
+KILL_ORDER = (
+    "study.opened",
+    "trial.claimed",
+    "trial.told",
+    "trial.run_created",
+    "trial.run_linked",
+    "trial.scored",
+    "trial.closed",
+    "study.reporting",
+)
+
+
+def test_kill_order_covers_every_step():
+    assert sorted(KILL_ORDER) == sorted(STEPS)
+
+
+def test_a_study_killed_at_every_step_in_turn_resumes_with_nothing_lost(tmp_path, cache):
+    """SIGKILL at the first arrival at each step, one process after another, then one run to the end."""
+    argv = command(tmp_path, cache, "killed", trials=5)
+    for step in KILL_ORDER:
+        paused = start_paused(argv, tmp_path, step)
+        paused.kill()
+        paused.wait()
     again = run(argv, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    complete = assert_whole(tmp_path, "killed")
+    complete = assert_whole(tmp_path, "killed", n_trials=5)
     baselines = [t for t in complete if t.user_attrs.get(BASELINE_ATTR)]
     assert [t.user_attrs[BASELINE_ATTR]["name"] for t in baselines] == ["uniform wanda 0.5"]
+    study, *_ = load(tmp_path, "killed")
+    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(failed) == 4  # killed at claimed, run_created, run_linked and scored: before Optuna was told
 
 
 def test_sigterm_stops_a_study_like_ctrl_c(tmp_path, cache):
