@@ -17,7 +17,7 @@ without knowing which compressor set it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +55,14 @@ class Runtime:
 
 
 def attention_shape(config: Any) -> tuple[int, int]:
-    """(key/value heads, head dimension) of a transformers config: what one cached token holds per layer."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return kv_heads, head_dim
+    """(key/value heads, head dimension) of a transformers config, or of its config.json as a mapping:
+    what one cached token holds per layer."""
+
+    def get(key: str) -> Any:  # attribute access also follows a config's attribute_map (n_head, ...)
+        return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+    heads = get("num_attention_heads")
+    return get("num_key_value_heads") or heads, get("head_dim") or get("hidden_size") // heads
 
 
 def plain_cache_bytes(model: nn.Module, layout: DecoderLayout, tokens: int, batch: int) -> int:

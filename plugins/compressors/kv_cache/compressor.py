@@ -93,10 +93,11 @@ class KVCache(Compressor):
                 raise ConfigError(f"space.kv_cache.{key} takes whole numbers >= {lowest}, got {entry!r}")
 
     def check_model(self, space: Mapping[str, Any], model_config: Mapping[str, Any]) -> None:
-        heads, hidden = model_config.get("num_attention_heads"), model_config.get("hidden_size")
-        head_dim = model_config.get("head_dim") or (hidden // heads if type(heads) is int and heads else None)
-        if type(head_dim) is int:
-            self._check_head_dim(space, head_dim)
+        try:
+            _, head_dim = attention_shape(model_config)
+        except (KeyError, TypeError, ZeroDivisionError):  # a config.json that does not say: judged in prepare
+            return
+        self._check_head_dim(space, head_dim)
 
     @staticmethod
     def _check_head_dim(space: Mapping[str, Any], head_dim: int) -> None:
