@@ -78,10 +78,11 @@ def build_context(plan: Plan, seconds: dict[str, list[float]], baselines: Sequen
     )
 
 
-def prepare_compressors(
+def prepare_components(
     plan: Plan, context: StudyContext, seconds: dict[str, list[float]], baselines: Sequence[Baseline] = ()
-) -> None:
-    """Let each compressor compute on the dense model, once, what its trials (and the baselines') share."""
+) -> dict[str, float]:
+    """Let each compressor compute on the dense model, once, what its trials (and the baselines') share,
+    then each scorer measure what trials are compared with; returns the scorers' dense figures."""
     started = time.perf_counter()
     space = plan.config.space
     for compressor in plan.compressors:
@@ -89,7 +90,16 @@ def prepare_compressors(
         for baseline in baselines:
             if compressor.name in baseline.overrides:
                 compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
+    dense: dict[str, float] = {}
+    for scorer in plan.scorers:
+        figures = scorer.prepare(context)
+        dense.update({f"dense.{name}": float(value) for name, value in figures.items()})
+    if dense:
+        log.info(
+            "dense model: " + " ".join(f"{name.removeprefix('dense.')}={value:.4g}" for name, value in dense.items())
+        )
     seconds["prepare"].append(time.perf_counter() - started)
+    return dense
 
 
 def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:

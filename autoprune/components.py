@@ -7,6 +7,7 @@ third-party — is a first-class part of the search.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,13 +183,42 @@ class Compressor(ABC):
 class Scorer(ABC):
     """Measures the (compressed) model and returns one value per objective it declares.
 
+    A scorer may take settings from its own config section, `scoring.<name>`: `params` maps
+    each key that section may hold to its default (any other key is refused before compute),
+    `check` validates the values, and the study works with a bound copy (`bind`) whose
+    `settings` hold the defaults overlaid with the section. `objectives_for(settings)` may make
+    the objectives depend on them (a latency scorer timing prefill or decode, say).
+
     It honours `context.runtime` (see `autoprune.runtime`): the cache a compressor set for
     `generate()`, and the KV cache's size through `context.kv_cache_bytes`.
     """
 
     name: ClassVar[str]
-    objectives: ClassVar[Mapping[str, Direction]]
+    objectives: Mapping[str, Direction]  # the bound copy's come from objectives_for(settings)
+    params: ClassVar[Mapping[str, Any]] = {}
+    settings: Mapping[str, Any] = {}
+
+    def check(self, section: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise `ConfigError` if `scoring.<name>` gives invalid values (its keys are already known)."""
+
+    def objectives_for(self, settings: Mapping[str, Any]) -> Mapping[str, Direction]:
+        """The objectives this scorer measures with `settings` (default: the class's `objectives`)."""
+        return self.objectives
+
+    def bind(self, section: Mapping[str, Any]) -> Scorer:
+        """A copy configured by `section` (`scoring.<name>`, already checked), as studies use it."""
+        bound = copy.copy(self)
+        bound.settings = {**self.params, **section}
+        bound.objectives = dict(self.objectives_for(bound.settings))
+        return bound
+
+    def prepare(self, context: StudyContext) -> dict[str, float]:
+        """Called once per study (and process) before any trial, on the dense model: measure what
+        trials are compared with (the dense model's latency, say). Returns figures the study logs on
+        its parent run as `dense.<name>`."""
+        return {}
 
     @abstractmethod
     def score(self, context: StudyContext) -> dict[str, float]:
-        """Return a value for every key of `objectives`."""
+        """Return a value for every key of `objectives`; further keys are logged as the trial's
+        metrics (`<scorer>.<key>`, e.g. a spread or a ratio to the dense model), not optimised."""

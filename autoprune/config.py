@@ -130,11 +130,13 @@ class AutopruneConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     space: dict[str, Any] = field(default_factory=dict)  # checked by autoprune.space and each compressor
     scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"], metadata=rules(Each(Text(100))))
+    scoring: dict[str, Any] = field(default_factory=dict)  # scoring.<scorer>: its settings, checked by the scorer
     serving: ServingConfig = field(default_factory=ServingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     study: StudySection = field(default_factory=StudySection)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    progress: bool = True  # progress bars on stderr for long steps (never when stderr is not a terminal)
 
 
 if not OmegaConf.has_resolver("autoprune_asset"):

@@ -59,7 +59,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     registry = registry or build_registry()
     if not config.scorers:
         raise ConfigError(f"no scorers are selected; set scorers=[...] ({registry.known_phrase('scorer')})")
-    scorers = [registry.scorer(name) for name in config.scorers]
+    scorers = bind_scorers(config.scorers, config.scoring, registry)
     space = SearchSpace.parse(config.space)
     compressors = [registry.compressor(name) for name in space.sections]
     for compressor in compressors:
@@ -92,6 +92,32 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     check_source(config.data.calibration, "calibration", context)
     check_source(config.data.evaluation, "evaluation", context)
     return plan
+
+
+def bind_scorers(names: list[str], scoring: Mapping[str, Any], registry: Registry) -> list[Scorer]:
+    """The selected scorers, each bound to its `scoring.<name>` section once its keys and values are
+    checked. A section of an installed scorer that is not selected is checked too (a default kept
+    in a config file), a section of an unknown one is refused."""
+    for name, section in scoring.items():
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"scoring.{name} must be a mapping of settings, got {section!r}")
+        try:
+            scorer = registry.scorer(str(name))  # unknown: the line lists the installed scorers
+            check_scoring_keys(scorer, section)
+            scorer.check(section)
+        except ConfigError as error:
+            raise ConfigError(f"scoring.{name}: {error}") from None
+    return [registry.scorer(name).bind(scoring.get(name) or {}) for name in names]
+
+
+def check_scoring_keys(scorer: Scorer, section: Mapping[str, Any]) -> None:
+    """Refuse a key of `scoring.<name>` the scorer does not declare in its `params`."""
+    for key in section:
+        if key not in scorer.params:
+            guess = get_close_matches(str(key), sorted(scorer.params), n=1)
+            near = f"did you mean {guess[0]}? " if guess else ""
+            takes = ", ".join(sorted(scorer.params)) or "no settings"
+            raise ConfigError(f"unknown key {key!r}; {near}the {scorer.name} scorer takes: {takes}")
 
 
 def check_serving(serving: ServingConfig, positions: int | None) -> None:

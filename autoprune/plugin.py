@@ -25,6 +25,8 @@ What is here:
 - `ConfigError`, the error a component raises for an invalid setting, `possible_values`,
   the values one search-space entry can take, and `is_number`, whether a value is a finite
   number (not a boolean), for `check` methods.
+- `progress(items, description, total)`: a progress bar over long work (on stderr, when it is a
+  terminal and the config's `progress` is on).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from autoprune.errors import ConfigError
 from autoprune.hookspecs import hookimpl
 from autoprune.journal import Journal
 from autoprune.model import GRANULARITIES, AllocationUnit, DecoderLayout
+from autoprune.progress import progress
 from autoprune.registry import Registry
 from autoprune.runtime import Runtime, attention_shape
 from autoprune.snapshot import WeightSnapshot
@@ -73,4 +76,5 @@ __all__ = [
     "hookimpl",
     "is_number",
     "possible_values",
+    "progress",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import signal
 import threading
@@ -11,18 +12,20 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
-from autoprune.builder import build_context, prepare_compressors
+from autoprune.builder import build_context, prepare_components
 from autoprune.context import StudyContext
 from autoprune.errors import AutopruneError, Interrupted
 from autoprune.liveness import Heartbeat
 from autoprune.pareto import pareto_front
 from autoprune.plan import Plan, prepare
+from autoprune.progress import set_progress
 from autoprune.registry import Registry
 from autoprune.report import format_table
 from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Claim, OptunaSearch
@@ -192,9 +195,31 @@ def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
                 "n_trials": str(config.search.n_trials),
                 "model": config.model.name,
                 "objectives": ",".join(plan.objectives),
+                **machine_tags(plan.config.model.device),
             },
         )
     return tracker
+
+
+def machine_tags(device: str) -> dict[str, str]:
+    """What timings depend on: the device, torch's version and its CPU threads (a resumed study on
+    another machine overwrites them; trial runs keep their own figures)."""
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name()
+    return {
+        "autoprune.device": f"{device} ({name})",
+        "autoprune.torch": torch.__version__,
+        "autoprune.threads": str(torch.get_num_threads()),
+    }
+
+
+def _cpu_name() -> str:
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.machine() or "cpu"
 
 
 def _report(plan: Plan, rows: list[dict[str, Any]], front: list[int], parent_id: str) -> None:
@@ -237,6 +262,7 @@ def run_study(resolved: DictConfig, registry: Registry | None = None) -> StudyRe
     """Run (or resume, or join) the study the config describes until it has `search.n_trials`
     completed trials. Several processes may run one study at once: they share its storage."""
     plan = prepare(resolved, registry)
+    set_progress(plan.config.progress)
     with _terminate_as_interrupt():
         return _run(plan)
 
@@ -266,10 +292,10 @@ def _run(plan: Plan) -> StudyResult:
         # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
         pending = search.unfinished_baselines(plan.baselines)
         context = build_context(plan, seconds, pending) if missing > 0 else None
-        if context is not None:
-            prepare_compressors(plan, context, seconds, pending)
+        dense = prepare_components(plan, context, seconds, pending) if context is not None else {}
         started = time.perf_counter()
         tracker = _open_tracking(plan, search)
+        tracker.log_study_metrics(dense)
         seconds["tracking_once"].append(time.perf_counter() - started)
 
         run = _StudyRun(plan, search, tracker, context, seconds)

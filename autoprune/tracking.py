@@ -124,6 +124,14 @@ class StudyTracker:
         self.client.log_text(self.parent_id, config_yaml, "config.yaml")
         self.client.log_dict(self.parent_id, dict(space), "search_space.json")
 
+    def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Figures of the whole study (the dense model's, measured by the scorers) on the parent run."""
+        if metrics:
+            timestamp = _now_ms()
+            self.client.log_batch(
+                self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
+            )
+
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
         run = self.client.create_run(
             self.experiment_id,

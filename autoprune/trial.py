@@ -55,6 +55,7 @@ def run_trial(
                 if not math.isfinite(value):
                     raise TrialError(f"scorer {scorer.name!r} returned {value} for {name!r}")
                 values[name] = value
+            info.update({f"{scorer.name}.{k}": v for k, v in measured.items() if k not in scorer.objectives})
         seconds["score"] = time.perf_counter() - started - seconds["compress"]
     finally:
         restore_started = time.perf_counter()
