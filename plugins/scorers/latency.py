@@ -1,0 +1,160 @@
+"""Latency: time to first token and time per output token of the model as the trial left it.
+
+A greedy generation of `new_tokens` after a prompt of `prompt_tokens` real evaluation tokens,
+batch 1, with the cache the model runs with (`context.runtime.new_cache`: the packed KV cache
+when the `kv_cache` compressor is in the trial, else transformers' default). Each repeat times the
+prefill (the prompt's forward pass, which yields the first token) and every decode step with
+`time.perf_counter`, synchronising the device first on GPUs; `warmup` generations run untimed
+first. The objective `latency_ms` is the median over `repeats` of the mean decode step (`measure:
+decode`, the default) or of the prefill (`measure: prefill`); the interquartile range of each is
+logged beside it, and the ratio to the dense model, measured once per study in the same process.
+
+What moves latency, and what does not:
+- Unstructured sparsity does not: the zeros stay in dense matrices that dense kernels multiply at
+  full cost. This scorer times what runs and gives no discount for zeros.
+- N:M sparsity does not here either: only sparse kernels (e.g. 2:4 on recent GPUs through a
+  semi-structured tensor layout) turn it into time, and a study's trials keep dense tensors.
+- Removed blocks do: the model runs fewer layers.
+- A quantized KV cache saves memory and, in plain torch on a CPU, costs time (each step
+  dequantizes what it reads); it pays off only where memory bandwidth or capacity is the limit.
+
+Settings (`scoring.latency`): `prompt_tokens` (null: half the evaluation window, at most 512),
+`new_tokens` (null: an eighth of it, from 2 to 128), `repeats` (at least 5), `warmup`, `measure`.
+On the embedded model (128-token windows) that is 64 prompt tokens and 16 new ones.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autoprune.plugin import ConfigError, Scorer, StudyContext, hookimpl, progress
+
+MEASURES = ("decode", "prefill")
+MIN_REPEATS = 5
+DENSE = "latency.dense"  # context.cache key of the dense model's timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds: the median and interquartile range over repeats of the prefill and of the
+    mean decode step."""
+
+    prefill_ms: float
+    prefill_iqr_ms: float
+    decode_ms: float
+    decode_iqr_ms: float
+
+    def of(self, measure: str) -> float:
+        return self.decode_ms if measure == "decode" else self.prefill_ms
+
+
+def _median_and_iqr(values: list[float]) -> tuple[float, float]:
+    quartiles = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), quartiles[2] - quartiles[0]
+
+
+def _whole(key: str, value: Any, low: int, high: int, null_means: str | None = None) -> None:
+    if value is None and null_means:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        null = f", or null for {null_means}" if null_means else ""
+        raise ConfigError(f"{key} is {value!r}; use a whole number from {low} to {high}{null}")
+
+
+class _Clock:
+    """Wall-clock milliseconds, with the device's queued work finished before each reading."""
+
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def now(self) -> float:
+        self.sync()
+        return time.perf_counter() * 1000
+
+
+@torch.no_grad()
+def _generate(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, cache: Any, clock: _Clock):
+    """One greedy generation; returns (prefill ms, mean decode-step ms, the generated ids)."""
+    started = clock.now()
+    output = model(prompt, past_key_values=cache, use_cache=True)
+    token = output.logits[:, -1:].argmax(-1)
+    prefilled = clock.now()
+    cache, generated = output.past_key_values, [token]
+    for _ in range(new_tokens - 1):
+        output = model(token, past_key_values=cache, use_cache=True)
+        token = output.logits[:, -1:].argmax(-1)
+        cache = output.past_key_values
+        generated.append(token)
+    finished = clock.now()
+    return prefilled - started, (finished - prefilled) / (new_tokens - 1), torch.cat(generated, dim=1)
+
+
+class Latency(Scorer):
+    name = "latency"
+    objectives = {"latency_ms": "minimize"}
+    params = {"prompt_tokens": None, "new_tokens": None, "repeats": MIN_REPEATS, "warmup": 1, "measure": "decode"}
+
+    def check(self, section: Mapping[str, Any]) -> None:
+        _whole("prompt_tokens", section.get("prompt_tokens"), 1, 1 << 20, "half the evaluation window")
+        _whole("new_tokens", section.get("new_tokens"), 2, 1 << 20, "an eighth of the evaluation window")
+        _whole("repeats", section.get("repeats", MIN_REPEATS), MIN_REPEATS, 10_000)
+        _whole("warmup", section.get("warmup", 1), 0, 10_000)
+        measure = section.get("measure", "decode")
+        if measure not in MEASURES:
+            raise ConfigError(f"measure is {measure!r}; use one of {', '.join(MEASURES)}")
+
+    def shape(self, context: StudyContext) -> tuple[int, int]:
+        """(prompt tokens, new tokens) for this model; refuses a generation longer than it can run."""
+        window = context.evaluation.shape[1]
+        prompt = self.settings["prompt_tokens"] or min(512, window // 2)
+        new = self.settings["new_tokens"] or max(2, min(128, window // 8))
+        if prompt > window:
+            raise ConfigError(
+                f"scoring.latency.prompt_tokens is {prompt}, longer than the {window}-token evaluation windows "
+                f"it is taken from; use {window} or less"
+            )
+        positions = getattr(context.model.config, "max_position_embeddings", None)
+        if positions is not None and prompt + new > positions:
+            raise ConfigError(
+                f"scoring.latency: prompt_tokens + new_tokens is {prompt + new}, more than the model's "
+                f"{positions} positions; lower them (e.g. scoring.latency.new_tokens={max(2, positions - prompt)})"
+            )
+        return prompt, new
+
+    def measure(self, context: StudyContext) -> Timing:
+        """Time `warmup` untimed and `repeats` timed generations of the model as it runs now."""
+        prompt_tokens, new_tokens = self.shape(context)
+        device = next(context.model.parameters()).device
+        prompt = context.evaluation[:1, :prompt_tokens].to(device)
+        clock = _Clock(device)
+        new_cache = context.runtime.new_cache or (lambda: None)  # None: transformers' default cache
+        runs = [
+            _generate(context.model, prompt, new_tokens, new_cache(), clock)
+            for _ in progress(range(self.settings["warmup"] + self.settings["repeats"]), "latency", unit="run")
+        ][self.settings["warmup"] :]
+        prefill = _median_and_iqr([run[0] for run in runs])
+        decode = _median_and_iqr([run[1] for run in runs])
+        return Timing(*prefill, *decode)
+
+    def prepare(self, context: StudyContext) -> dict[str, float]:
+        dense = self.measure(context)
+        context.cache[DENSE] = dense
+        return {"latency_ms": dense.of(self.settings["measure"]), **vars(dense)}
+
+    def score(self, context: StudyContext) -> dict[str, float]:
+        timing = self.measure(context)
+        latency = timing.of(self.settings["measure"])
+        dense: Timing | None = context.cache.get(DENSE)
+        ratio = {"ratio": latency / dense.of(self.settings["measure"])} if dense else {}
+        return {"latency_ms": latency, **vars(timing), **ratio}
+
+
+@hookimpl
+def register_scorers() -> list[Scorer]:
+    return [Latency()]
