@@ -1,22 +1,29 @@
 """Building a study's context: load the model and data, collect the calibration statistics and let
-the compressors prepare on the dense model — once per study (or per worker process)."""
+the compressors prepare on the dense model — once per study (or per worker process).
+
+The same steps give export and `api.reproduce` their model: `build_context`, then `apply_sample`,
+which prepares the compressors as the study did and compresses with one trial's sample for good.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from autoprune.calibration import collect_stats
 from autoprune.config import CalibrationConfig
 from autoprune.context import Serving, StudyContext
 from autoprune.data import calibration_set, evaluation_windows, read_text, tokenize
+from autoprune.journal import Journal
 from autoprune.model import decoder_layout, load_model, model_context
 from autoprune.plan import Plan, check_serving
 from autoprune.search import Baseline
 from autoprune.stats_store import StatsStore, default_cache_dir, stats_key
+from autoprune.trial import compress
 
 log = logging.getLogger("autoprune")
 
@@ -84,12 +91,7 @@ def prepare_components(
     """Let each compressor compute on the dense model, once, what its trials (and the baselines') share,
     then each scorer measure what trials are compared with; returns the scorers' dense figures."""
     started = time.perf_counter()
-    space = plan.config.space
-    for compressor in plan.compressors:
-        compressor.prepare(context, space[compressor.name])
-        for baseline in baselines:
-            if compressor.name in baseline.overrides:
-                compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
+    prepare_compressors(plan, context, baselines)
     dense: dict[str, float] = {}
     for scorer in plan.scorers:
         figures = scorer.prepare(context)
@@ -100,6 +102,31 @@ def prepare_components(
         )
     seconds["prepare"].append(time.perf_counter() - started)
     return dense
+
+
+def prepare_compressors(plan: Plan, context: StudyContext, baselines: Sequence[Baseline] = ()) -> None:
+    """Let each compressor compute on the dense model what the space's trials and the `baselines`
+    share (block influence, outlier scores, ...)."""
+    space = plan.config.space
+    for compressor in plan.compressors:
+        compressor.prepare(context, space[compressor.name])
+        for baseline in baselines:
+            if compressor.name in baseline.overrides:
+                compressor.prepare(context, {**space[compressor.name], **baseline.overrides[compressor.name]})
+
+
+def apply_sample(
+    plan: Plan,
+    context: StudyContext,
+    sample: Mapping[str, Mapping[str, Any]],
+    baselines: Sequence[Baseline] = (),
+) -> dict[str, Any]:
+    """Compress the dense `context` with one trial's `sample` for good, the compressors prepared as
+    the study prepared them (`baselines`: the trial's own, when it is one); nothing is restored.
+    Returns what the compressors report."""
+    prepare_compressors(plan, context, baselines)
+    compressors = [c for c in plan.compressors if c.name in sample]  # a baseline runs its own compressor alone
+    return compress(context, compressors, sample, Journal())
 
 
 def _baseline_allocations(baselines: Sequence[Baseline]) -> set[str]:

@@ -1,4 +1,8 @@
-"""One trial, independent of the search backend: compress, score, restore."""
+"""One trial, independent of the search backend: compress, score, restore.
+
+`compress` is the step a trial shares with export and `api.reproduce`, which keep what it did:
+only `run_trial` restores the dense model.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,42 @@ class TrialError(AutopruneError):
 
 
 @torch.no_grad()
+def compress(
+    context: StudyContext,
+    compressors: Sequence[Compressor],
+    params: Mapping[str, Mapping[str, Any]],
+    journal: Journal,
+) -> dict[str, Any]:
+    """Apply every compressor, in order, with its section of `params`, recording each change in
+    `journal`; returns what they report as `<compressor>.<key>`."""
+    info: dict[str, Any] = {}
+    for compressor in compressors:
+        for key, value in compressor.apply(context, params[compressor.name], journal).items():
+            info[f"{compressor.name}.{key}"] = value
+    return info
+
+
+@torch.no_grad()
+def measure(context: StudyContext, scorers: Sequence[Scorer]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every scorer's objectives (each must be present and finite) and its further figures as
+    `<scorer>.<key>`."""
+    values: dict[str, float] = {}
+    info: dict[str, Any] = {}
+    for scorer in scorers:
+        measured = scorer.score(context)
+        missing = set(scorer.objectives) - set(measured)
+        if missing:
+            raise TrialError(f"scorer {scorer.name!r} returned no value for {sorted(missing)}")
+        for name in scorer.objectives:
+            value = float(measured[name])
+            if not math.isfinite(value):
+                raise TrialError(f"scorer {scorer.name!r} returned {value} for {name!r}")
+            values[name] = value
+        info.update({f"{scorer.name}.{k}": v for k, v in measured.items() if k not in scorer.objectives})
+    return values, info
+
+
+@torch.no_grad()
 def run_trial(
     context: StudyContext,
     compressors: Sequence[Compressor],
@@ -36,26 +76,13 @@ def run_trial(
 ) -> TrialResult:
     """Apply every compressor to the dense model, score it, and always restore the dense weights."""
     journal = Journal()
-    info: dict[str, Any] = {}
-    values: dict[str, float] = {}
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     try:
-        for compressor in compressors:
-            for key, value in compressor.apply(context, params[compressor.name], journal).items():
-                info[f"{compressor.name}.{key}"] = value
+        info = compress(context, compressors, params, journal)
         seconds["compress"] = time.perf_counter() - started
-        for scorer in scorers:
-            measured = scorer.score(context)
-            missing = set(scorer.objectives) - set(measured)
-            if missing:
-                raise TrialError(f"scorer {scorer.name!r} returned no value for {sorted(missing)}")
-            for name in scorer.objectives:
-                value = float(measured[name])
-                if not math.isfinite(value):
-                    raise TrialError(f"scorer {scorer.name!r} returned {value} for {name!r}")
-                values[name] = value
-            info.update({f"{scorer.name}.{k}": v for k, v in measured.items() if k not in scorer.objectives})
+        values, measured = measure(context, scorers)
+        info.update(measured)
         seconds["score"] = time.perf_counter() - started - seconds["compress"]
     finally:
         restore_started = time.perf_counter()
