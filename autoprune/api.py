@@ -5,22 +5,36 @@ model, tokenizer = api.load("autoprune/assets/tiny-opt")          # or a hub id
 calibration = api.windows(tokenizer, text, context=128, count=128)  # token windows
 api.prune(model, calibration, metric="wanda", sparsity=0.5)        # or pattern="2:4"
 api.perplexity(model, token_ids)                                   # 1-D ids or 2-D windows
+
+model, new_cache = api.load_compressed("exported")                 # a directory `autoprune export` wrote
+model.generate(ids, past_key_values=new_cache())                   # with the searched KV cache
+model, new_cache = api.reproduce("exported/recipe.yaml")           # rebuilt from the dense model
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from autoprune.builder import apply_sample, build_context
 from autoprune.calibration import collect_stats
+from autoprune.checkpoint import apply_runtime, default_cache, load_checkpoint
+from autoprune.config import AutopruneConfig
 from autoprune.context import StudyContext
 from autoprune.data import calibration_windows, evaluation_windows, tokenize
+from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.model import decoder_layout, load_model, model_context
+from autoprune.plan import prepare
+from autoprune.recipe import read_recipe, windows_hash
 from autoprune.registry import Registry, build_registry
+from autoprune.search import Baseline
 
 
 def load(source: str, dtype: str = "float32", device: str = "cpu") -> tuple[nn.Module, Any]:
@@ -73,3 +87,31 @@ def perplexity(model: nn.Module, token_ids: Tensor, context: int | None = None) 
     registry = build_registry()
     study_context = StudyContext(model, None, decoder_layout(model), token_ids[:0], token_ids, {}, registry)
     return registry.scorer("perplexity").score(study_context)["perplexity"]
+
+
+def load_compressed(directory: str | Path, device: str = "cpu") -> tuple[nn.Module, Callable[[], Any]]:
+    """A checkpoint `autoprune export` wrote, with its recipe's run-time settings applied (the
+    searched KV-cache bits), and the factory of its KV cache: `generate(..., past_key_values=new_cache())`
+    runs with them (a fresh cache per call; None, transformers' own, when nothing was searched)."""
+    recipe = read_recipe(directory)
+    model = load_checkpoint(directory, recipe.config["model"]["dtype"], device)
+    return model, apply_runtime(model, recipe.runtime, build_registry())
+
+
+def reproduce(recipe: str | Path) -> tuple[nn.Module, Callable[[], Any]]:
+    """The model a recipe describes, rebuilt from the dense model as export built it (same builder,
+    same compress step, same calibration mode), and its KV-cache factory. Records nothing. Like a
+    trial's, its surviving blocks keep their dense numbering; export is what writes it as a checkpoint."""
+    found = read_recipe(recipe)
+    config = OmegaConf.merge(OmegaConf.structured(AutopruneConfig), found.config)
+    config.study.storage = config.mlflow.tracking_uri = "sqlite:///:memory:"  # no store is opened
+    plan = prepare(config)  # type: ignore[arg-type]
+    baselines = [Baseline(found.baseline["name"], {}, found.baseline["overrides"])] if found.baseline else []
+    context = build_context(plan, defaultdict(list), baselines)
+    if windows_hash(context.calibration) != found.calibration["data_hash"]:
+        raise ConfigError(
+            f"the calibration windows differ from those of the recipe in {recipe} ({found.calibration['data_hash']}); "
+            "the model or data files changed since it was exported"
+        )
+    apply_sample(plan, context, found.sample, baselines)
+    return context.model, context.runtime.new_cache or default_cache

@@ -4,6 +4,7 @@ autoprune                                  run the default study
 autoprune +search=nsga3 model=opt-1.3b     any Hydra overrides
 autoprune plugins                          list installed plugins
 autoprune --cfg [overrides]                print the composed config and exit
+autoprune export study.name=NAME trial=N out=DIR   write a trial as a checkpoint (autoprune/export.py)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from autoprune.errors import AutopruneError, ConfigError
 
 USAGE = """usage: autoprune [plugins] [--cfg] [KEY=VALUE ...]
+       autoprune export study.name=NAME (trial=N | pick=RULE [pick.where=BOUNDS]) out=DIR [KEY=VALUE ...]
 
 Runs a compression study described by Hydra config overrides, e.g.
   autoprune                                  default study on the embedded model
@@ -22,6 +24,10 @@ Runs a compression study described by Hydra config overrides, e.g.
   autoprune model=opt-1.3b model.path=DIR    any Hugging Face causal LM
   autoprune study.name=NAME                  resume or extend a study
   autoprune plugins                          list the installed plugins
+  autoprune export study.name=NAME pick=knee out=DIR
+                                             a trial as a Hugging Face checkpoint with its recipe;
+                                             pick=best:perplexity pick.where='memory_mb<=12', trial=N,
+                                             calibration.mode=dense-once to reproduce it exactly
   autoprune --cfg [KEY=VALUE ...]            print the composed config
 Config groups: model=, data=, space=, +search=; see the README for every key."""
 
@@ -80,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "plugins":
             print(list_plugins())
+            return 0
+        if args and args[0] == "export":
+            from autoprune.export import run_export
+
+            _configure_logging()
+            run_export(args[1:])
             return 0
         from omegaconf import OmegaConf
 

@@ -115,4 +115,4 @@ def test_cfg_prints_the_composed_config():
 
 def test_help_names_the_commands():
     result = autoprune("--help")
-    assert result.returncode == 0 and "autoprune plugins" in result.stdout
+    assert result.returncode == 0 and "autoprune plugins" in result.stdout and "autoprune export" in result.stdout
