@@ -4,21 +4,20 @@
     autoprune export study.name=NAME pick=knee out=DIR
     autoprune export study.name=NAME pick=best:perplexity pick.where='memory_mb<=12' out=DIR
 
-`trial=`, `pick=`, `pick.where=` (see `autoprune.pick`) and `out=` are the command's own; the rest
-are Hydra overrides, of the keys that say where the study is and how to rebuild it: `study.*`,
-`mlflow.*`, `calibration.*`, `model.path`, `model.device`, `progress`. The trial is rebuilt, never
-restored: the study's resolved config (its MLflow parent run's config.yaml, what the study ran
-with) becomes a plan with those overrides on top, the study's builder loads the model and data and
-prepares the compressors, and the trial's sample, replayed from Optuna's record, compresses the
-model with the trial's own compress step. Calibration is `sequential` unless
-`calibration.mode=dense-once` is given, which reproduces the trial exactly.
+`trial=`, `pick=`, `pick.where=` (see `autoprune.pick`) and `out=` are the command's own, the
+rest Hydra overrides of where the study is and how to rebuild it (`autoprune.export_args`). The
+trial is rebuilt, never restored: the study's resolved config (its MLflow parent run's config.yaml,
+what the study ran with) becomes a plan with those overrides on top, the study's builder loads the
+model and data and prepares the compressors, and the trial's sample, replayed from Optuna's
+record, compresses the model with the trial's own compress step. Calibration is `sequential`
+unless `calibration.mode=dense-once` is given, which reproduces the trial exactly.
 
-`out` gets the checkpoint (`autoprune.checkpoint`), recipe.yaml (`autoprune.recipe`) and README.md
-(`autoprune.card`). It must lie inside the current directory once symlinks are followed, and be
-absent or empty; the files are written to a hidden sibling and moved into place last, so a failed
-export leaves nothing that looks like a checkpoint. The checkpoint is then loaded back to measure
-its perplexity, printed next to the trial's, and recipe and card are logged to the trial's MLflow
-run under `export/`. Every mistake in the arguments is one line, exit code 2, before any model loads.
+`out` (inside the current directory, absent or empty) gets the checkpoint (`autoprune.checkpoint`),
+recipe.yaml (`autoprune.recipe`) and README.md (`autoprune.card`), written to a hidden sibling and
+moved into place last, so a failed export leaves nothing that looks like a checkpoint. The
+checkpoint is then loaded back to measure its perplexity, printed next to the trial's, and recipe
+and card are logged to the trial's MLflow run under `export/`. Every mistake in the arguments is
+one line, exit code 2, before any model loads.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -41,114 +39,28 @@ from torch import Tensor
 from autoprune.builder import apply_sample, build_context
 from autoprune.card import model_card
 from autoprune.checkpoint import apply_runtime, checkpoint_runtime, load_checkpoint, save_checkpoint
-from autoprune.config import AutopruneConfig, compose_config
+from autoprune.config import AutopruneConfig
 from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
+from autoprune.export_args import ExportRequest, export_directory, given_overrides, parse_request
 from autoprune.model import decoder_layout
 from autoprune.pick import parse_pick, pick_trial
 from autoprune.plan import Plan, prepare
-from autoprune.probes import directory_problem
 from autoprune.progress import set_progress
 from autoprune.recipe import FILE_NAME, Recipe, library_versions, windows_hash
 from autoprune.records import StudyRecords, TrialRecord, read_study, study_config, trial_sample
 from autoprune.trial import measure
-from autoprune.validation import check_fields
 
 log = logging.getLogger("autoprune")
-EXPORT_ARGS = ("trial", "pick", "pick.where", "out")
-OVERRIDABLE = ("study", "mlflow", "calibration", "model.path", "model.device", "progress")
 DEFAULT_MODE = "sequential"
 CARD = "README.md"
 ARTIFACT_DIR = "export"  # where recipe and card go on the trial's MLflow run
 
 
 @dataclass(frozen=True)
-class ExportRequest:
-    """The command's own arguments, and the Hydra overrides it was given."""
-
-    out: str
-    trial: int | None
-    pick: str | None
-    where: str | None
-    overrides: list[str]
-
-
-@dataclass(frozen=True)
 class Exported:
     directory: Path
     recipe: Recipe
-
-
-def parse_request(args: list[str]) -> ExportRequest:
-    """Split the export's own arguments from the overrides; refuse missing, repeated or clashing ones."""
-    own: dict[str, str] = {}
-    overrides = []
-    for arg in args:
-        if arg.startswith("-"):
-            raise ConfigError(f"unknown option {arg!r}; export takes trial=, pick=, pick.where=, out= and KEY=VALUE")
-        key, _, value = arg.partition("=")
-        if key not in EXPORT_ARGS:
-            overrides.append(arg)
-        elif key in own:
-            raise ConfigError(f"{key}= is given twice ({own[key]!r} and {value!r}); give it once")
-        else:
-            own[key] = value
-    if not own.get("out"):
-        raise ConfigError("export needs out=DIR: a new or empty directory inside the current one")
-    if "trial" in own and "pick" in own:
-        raise ConfigError(f"trial={own['trial']} and pick={own['pick']} both choose the trial; give one of them")
-    if "trial" not in own and "pick" not in own:
-        raise ConfigError("export needs trial=N or pick=knee|best:<objective> to choose the trial")
-    if "pick.where" in own and "pick" not in own:
-        raise ConfigError("pick.where bounds what pick= chooses from; add pick=knee or pick=best:<objective>")
-    trial = own.get("trial")
-    if trial is not None and not (trial.isascii() and trial.isdigit()):
-        raise ConfigError(f"trial={trial} is not a trial number; use trial=N, a whole number from 0")
-    return ExportRequest(own["out"], int(trial) if trial else None, own.get("pick"), own.get("pick.where"), overrides)
-
-
-def export_directory(out: str, root: Path) -> Path:
-    """Where `out` lies once symlinks are followed: inside `root`, not `root` itself, and absent or empty."""
-    root = root.resolve()
-    target = Path(root, out)
-    try:
-        resolved = target.resolve()
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"out={out} is not a usable path ({error}); name a directory inside {root}") from None
-    if target.is_symlink():
-        raise ConfigError(f"out={out} is a symbolic link; name a real directory inside {root}")
-    if resolved == root or not resolved.is_relative_to(root):
-        raise ConfigError(
-            f"out={out} is {resolved}, not a directory inside the current directory {root}; "
-            "give a path inside it (no .. and no links that leave it)"
-        )
-    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
-        raise ConfigError(f"out={out} exists and is not an empty directory; give a new directory or empty it")
-    problem = directory_problem(resolved, creatable=True)
-    if problem:
-        raise ConfigError(f"out={out} cannot be written: {problem}")
-    return resolved
-
-
-def _overridden_keys(overrides: list[str]) -> list[str]:
-    keys = [parsed.key_or_group for parsed in OverridesParser.create().parse_overrides(overrides)]
-    for key in keys:
-        if not any(key == allowed or key.startswith(f"{allowed}.") for allowed in OVERRIDABLE):
-            raise ConfigError(
-                f"export rebuilds the trial with the study's own config, so {key} cannot be changed; "
-                f"export takes overrides of {', '.join(OVERRIDABLE)}"
-            )
-    return keys
-
-
-def _given(overrides: list[str]) -> tuple[DictConfig, list[str]]:
-    """The overrides composed over the defaults (checked like a study's, stores probed), and their keys."""
-    composed = compose_config(overrides)
-    keys = _overridden_keys(overrides)
-    check_fields(OmegaConf.to_object(composed), probes=True)
-    if composed.study.name is None:
-        raise ConfigError("export needs study.name=NAME, the study the trial belongs to")
-    return composed, keys
 
 
 def _choose(request: ExportRequest, records: StudyRecords) -> tuple[TrialRecord, str]:
@@ -292,7 +204,7 @@ def run_export(args: list[str]) -> Exported:
     """Check every argument, rebuild the chosen trial, write and verify its checkpoint, record it."""
     request = parse_request(args)
     directory = export_directory(request.out, Path.cwd())
-    composed, keys = _given(request.overrides)
+    composed, keys = given_overrides(request.overrides)
     records = read_study(composed.study.storage, composed.study.name)
     record, how = _choose(request, records)
     stored = study_config(composed.mlflow.tracking_uri, composed.mlflow.experiment, records.name)
