@@ -3,28 +3,41 @@
 A greedy generation of `new_tokens` after a prompt of `prompt_tokens` real evaluation tokens,
 batch 1, with the cache the model runs with (`context.runtime.new_cache`: the packed KV cache
 when the `kv_cache` compressor is in the trial, else transformers' default). Each repeat times the
-prefill (the prompt's forward pass, which yields the first token) and every decode step with
-`time.perf_counter`, synchronising the device first on GPUs; `warmup` generations run untimed
-first. The objective `latency_ms` is the median over `repeats` of the mean decode step (`measure:
-decode`, the default) or of the prefill (`measure: prefill`); the interquartile range of each is
-logged beside it, and the ratio to the dense model, measured once per study in the same process.
+prefill (the prompt's forward pass, which yields the first token) and the decode steps that yield
+the other tokens, with `time.perf_counter`, the device synchronised before each reading (a no-op
+on a CPU); `warmup` generations run untimed first. A repeat's decode figure is its mean step, so
+work done once every few steps (the packed cache quantizing a group) counts at its share.
+
+The objective `latency_ms` is the median over `repeats` of the mean decode step (`measure:
+decode`, the default) or of the prefill (`measure: prefill`). Both medians are logged with their
+interquartile range (`*_iqr_ms`: the spread, which other load on the machine widens) and their
+ratio to the dense model's (`decode_ratio`, `prefill_ratio`), which is timed once per study in the
+same process, before any trial. The thread count, device and torch version the figures hold for
+are tags of the study's parent run.
 
 What moves latency, and what does not:
 - Unstructured sparsity does not: the zeros stay in dense matrices that dense kernels multiply at
   full cost. This scorer times what runs and gives no discount for zeros.
-- N:M sparsity does not here either: only sparse kernels (e.g. 2:4 on recent GPUs through a
+- N:M sparsity does not here either: only sparse kernels (2:4 on recent GPUs through a
   semi-structured tensor layout) turn it into time, and a study's trials keep dense tensors.
-- Removed blocks do: the model runs fewer layers.
-- A quantized KV cache saves memory and, in plain torch on a CPU, costs time (each step
-  dequantizes what it reads); it pays off only where memory bandwidth or capacity is the limit.
+- Removed blocks do: the model runs fewer layers (the embeddings, the head and the per-step
+  overhead stay, so removing half the blocks saves less than half the time).
+- A quantized KV cache saves memory and, in plain torch on a CPU, costs time: every step
+  dequantizes what it reads. It pays off only where memory bandwidth or capacity is the limit.
 
-Settings (`scoring.latency`): `prompt_tokens` (null: half the evaluation window, at most 512),
-`new_tokens` (null: an eighth of it, from 2 to 128), `repeats` (at least 5), `warmup`, `measure`.
-On the embedded model (128-token windows) that is 64 prompt tokens and 16 new ones.
+Settings (`scoring.latency`):
+- `prompt_tokens` P: null (the default) is half the evaluation window, at most 512;
+- `new_tokens` N: null (the default) is an eighth of the window, from 2 to 128;
+- `repeats` (at least 5, default 5), `warmup` (default 1), `measure` (decode or prefill).
+P must fit in the evaluation window the prompt is cut from, and P + N in the model's positions
+(checked once the model has loaded, before any trial). On the embedded model (128-token windows)
+that is P = 64 and N = 16: about half a second per trial on one CPU core. A 2048-token hub model
+gets P = 512 and N = 128.
 """
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Mapping
@@ -53,8 +66,11 @@ class Timing:
     def of(self, measure: str) -> float:
         return self.decode_ms if measure == "decode" else self.prefill_ms
 
+    def ratios(self, dense: Timing) -> dict[str, float]:
+        return {"decode_ratio": self.decode_ms / dense.decode_ms, "prefill_ratio": self.prefill_ms / dense.prefill_ms}
 
-def _median_and_iqr(values: list[float]) -> tuple[float, float]:
+
+def median_and_iqr(values: list[float]) -> tuple[float, float]:
     quartiles = statistics.quantiles(values, n=4, method="inclusive")
     return statistics.median(values), quartiles[2] - quartiles[0]
 
@@ -67,29 +83,33 @@ def _whole(key: str, value: Any, low: int, high: int, null_means: str | None = N
         raise ConfigError(f"{key} is {value!r}; use a whole number from {low} to {high}{null}")
 
 
-class _Clock:
-    """Wall-clock milliseconds, with the device's queued work finished before each reading."""
+class Clock:
+    """Wall-clock milliseconds, read once the device has finished the work queued on it."""
 
     def __init__(self, device: torch.device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.device = device
+        self.synchronize = torch.get_device_module(device).synchronize  # torch.cpu's does nothing
 
     def now(self) -> float:
-        self.sync()
+        self.synchronize(self.device)
         return time.perf_counter() * 1000
 
 
 @torch.no_grad()
-def _generate(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, cache: Any, clock: _Clock):
-    """One greedy generation; returns (prefill ms, mean decode-step ms, the generated ids)."""
+def timed_generation(
+    model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, cache: Any, clock: Clock
+) -> tuple[float, float, torch.Tensor]:
+    """One greedy generation of `new_tokens` after `prompt` ([1, P]) into `cache` (None: the model's
+    default); returns (prefill ms, mean decode-step ms, the generated ids [1, N])."""
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     started = clock.now()
-    output = model(prompt, past_key_values=cache, use_cache=True)
+    output = model(prompt, past_key_values=cache, use_cache=True, **last_only)  # as generate() prefills
     token = output.logits[:, -1:].argmax(-1)
     prefilled = clock.now()
-    cache, generated = output.past_key_values, [token]
+    generated = [token]
     for _ in range(new_tokens - 1):
-        output = model(token, past_key_values=cache, use_cache=True)
+        output = model(token, past_key_values=output.past_key_values, use_cache=True)
         token = output.logits[:, -1:].argmax(-1)
-        cache = output.past_key_values
         generated.append(token)
     finished = clock.now()
     return prefilled - started, (finished - prefilled) / (new_tokens - 1), torch.cat(generated, dim=1)
@@ -116,8 +136,8 @@ class Latency(Scorer):
         new = self.settings["new_tokens"] or max(2, min(128, window // 8))
         if prompt > window:
             raise ConfigError(
-                f"scoring.latency.prompt_tokens is {prompt}, longer than the {window}-token evaluation windows "
-                f"it is taken from; use {window} or less"
+                f"scoring.latency: prompt_tokens is {prompt}, longer than the {window}-token evaluation windows "
+                f"it is cut from; use {window} or less"
             )
         positions = getattr(context.model.config, "max_position_embeddings", None)
         if positions is not None and prompt + new > positions:
@@ -132,14 +152,15 @@ class Latency(Scorer):
         prompt_tokens, new_tokens = self.shape(context)
         device = next(context.model.parameters()).device
         prompt = context.evaluation[:1, :prompt_tokens].to(device)
-        clock = _Clock(device)
+        clock = Clock(device)
         new_cache = context.runtime.new_cache or (lambda: None)  # None: transformers' default cache
+        warmup, repeats = self.settings["warmup"], self.settings["repeats"]
         runs = [
-            _generate(context.model, prompt, new_tokens, new_cache(), clock)
-            for _ in progress(range(self.settings["warmup"] + self.settings["repeats"]), "latency", unit="run")
-        ][self.settings["warmup"] :]
-        prefill = _median_and_iqr([run[0] for run in runs])
-        decode = _median_and_iqr([run[1] for run in runs])
+            timed_generation(context.model, prompt, new_tokens, new_cache(), clock)
+            for _ in progress(range(warmup + repeats), "latency", unit="generation")
+        ][warmup:]
+        prefill = median_and_iqr([prefill_ms for prefill_ms, _, _ in runs])
+        decode = median_and_iqr([decode_ms for _, decode_ms, _ in runs])
         return Timing(*prefill, *decode)
 
     def prepare(self, context: StudyContext) -> dict[str, float]:
@@ -149,10 +170,9 @@ class Latency(Scorer):
 
     def score(self, context: StudyContext) -> dict[str, float]:
         timing = self.measure(context)
-        latency = timing.of(self.settings["measure"])
         dense: Timing | None = context.cache.get(DENSE)
-        ratio = {"ratio": latency / dense.of(self.settings["measure"])} if dense else {}
-        return {"latency_ms": latency, **vars(timing), **ratio}
+        ratios = timing.ratios(dense) if dense else {}
+        return {"latency_ms": timing.of(self.settings["measure"]), **vars(timing), **ratios}
 
 
 @hookimpl
