@@ -49,8 +49,9 @@ def test_plain_cache_bytes_count_only_the_blocks_left(tiny):
 
 
 def scored(context, name: str) -> float:
-    [value] = context.registry.scorer(name).score(context).values()
-    return value
+    scorer = context.registry.scorer(name)
+    [objective] = scorer.objectives
+    return scorer.score(context)[objective]
 
 
 def test_the_serving_shape_defaults_to_one_evaluation_window(tiny_context):
