@@ -124,7 +124,7 @@ def test_the_dense_model_is_timed_once_and_trials_report_their_ratio(tmp_path, o
             assert metrics[f"latency.{measure}_iqr_ms"] >= 0
 
 
-def test_prefill_can_be_the_objective(context):
+def test_prefill_can_be_the_objective(context, one_thread):
     scorer = Latency().bind({"measure": "prefill", "new_tokens": 2})
     assert scorer.objectives == {"latency_ms": "minimize"}
     values = scorer.score(context)

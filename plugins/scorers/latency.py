@@ -31,8 +31,9 @@ Settings (`scoring.latency`):
 - `repeats` (at least 5, default 5), `warmup` (default 1), `measure` (decode or prefill).
 P must fit in the evaluation window the prompt is cut from, and P + N in the model's positions
 (checked once the model has loaded, before any trial). On the embedded model (128-token windows)
-that is P = 64 and N = 16: about half a second per trial on one CPU core. A 2048-token hub model
-gets P = 512 and N = 128.
+that is P = 64 and N = 16: six generations, about half a second per trial on one idle CPU core
+(more on a loaded machine, much more when several torch threads compete for busy cores). A model
+evaluated on 2048-token windows gets P = 512 and N = 128.
 """
 
 from __future__ import annotations
