@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from autoprune.model import DecoderLayout
+from autoprune.progress import progress
 
 
 @dataclass
@@ -162,7 +163,7 @@ def collect_stats(
     """
     device = next(model.parameters()).device
     with accumulating(layout.all_linears(), kinds) as accumulators:
-        for batch in windows.split(batch_size):
+        for batch in progress(windows.split(batch_size), "calibration statistics", unit="batch"):
             accumulators.batch(*batch.shape[:2])
             model(batch.to(device), use_cache=False)
     return {name: accumulator.result() for name, accumulator in accumulators.items()}

@@ -23,6 +23,7 @@ from autoprune.corpus import SPLITS as CORPUS_SPLITS
 from autoprune.corpus import corpus_text
 from autoprune.errors import ConfigError
 from autoprune.probes import ReadableFile
+from autoprune.progress import progress
 from autoprune.validation import Each, OneOf, Range, Text, rules
 
 SOURCES = ("stdlib", "files", "hf")
@@ -101,7 +102,7 @@ def _hub_documents(text: TextSource) -> list[str]:
             f"or data.*.source=files"
         ) from error
     parts, size = [], 0
-    for row in rows:
+    for row in progress(rows, f"reading {text.dataset}", unit="doc"):
         parts.append(row[text.text_field])
         size += len(parts[-1]) + 2
         if text.max_chars is not None and size >= text.max_chars:
@@ -120,7 +121,7 @@ def document_windows(
     then a random window inside it, all from one `random.Random(seed)` stream."""
     rng = random.Random(seed)
     windows = []
-    for _ in range(count):
+    for _ in progress(range(count), "calibration documents", unit="window"):
         for _attempt in range(10_000):
             ids = tokenizer(documents[rng.randint(0, len(documents) - 1)], add_special_tokens=special_tokens)[
                 "input_ids"

@@ -32,6 +32,7 @@ from autoprune.plugin import (
     hookimpl,
     is_number,
     possible_values,
+    progress,
 )
 from autoprune_plugins.allocations.exact_mean import MAX_RATIO
 from autoprune_plugins.compressors.cached_ranks import CachedRanks
@@ -135,7 +136,8 @@ class Prune(Compressor):
             inputs = BlockInputs(context.model, context.layout, context.calibration, context.calibration_batch_size)
         cacheable = metric.comparison == "row" and not pattern.is_n_of_m and not sequential and context.repeated
         pruned = total = 0
-        for index, block in enumerate(context.layout.linears):
+        blocks = context.layout.linears
+        for index, block in progress(enumerate(blocks), f"pruning ({metric.name})", total=len(blocks), unit="block"):
             block_stats = inputs.collect(index, metric.needs) if sequential else context.stats
             for name, linear in block.items():
                 stats, ratio = block_stats[name], ratio_of[name]

@@ -42,6 +42,7 @@ from autoprune.plugin import (
     StudyContext,
     hookimpl,
     possible_values,
+    progress,
 )
 
 PROFILE = "remove_layers.profile"  # context.cache key of the study's BlockProfile
@@ -128,7 +129,8 @@ def profile_blocks(context: StudyContext) -> BlockProfile:
     handles = [block.register_forward_hook(measure(i), with_kwargs=True) for i, block in enumerate(layout.blocks)]
     device = next(context.model.parameters()).device
     try:
-        for batch in context.calibration.split(context.calibration_batch_size):
+        batches = context.calibration.split(context.calibration_batch_size)
+        for batch in progress(batches, "block influence", unit="batch"):
             context.model(batch.to(device), use_cache=False)
     finally:
         for handle in handles:

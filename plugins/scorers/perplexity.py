@@ -5,7 +5,7 @@ import math
 import torch
 from torch.nn import functional
 
-from autoprune.plugin import Scorer, StudyContext, hookimpl
+from autoprune.plugin import Scorer, StudyContext, hookimpl, progress
 
 TOKENS_PER_BATCH = 4096
 
@@ -15,7 +15,7 @@ def perplexity(model: torch.nn.Module, windows: torch.Tensor) -> float:
     device = next(model.parameters()).device
     batch_size = max(1, TOKENS_PER_BATCH // windows.shape[1])
     nll, count = 0.0, 0
-    for batch in windows.split(batch_size):
+    for batch in progress(windows.split(batch_size), "perplexity", unit="batch"):
         batch = batch.to(device)
         logits = model(batch, use_cache=False).logits[:, :-1].float()
         targets = batch[:, 1:]
