@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import logging
 import os
 import re
 import struct
@@ -104,9 +105,27 @@ def test_nested_bars_put_the_cursor_back_and_erase_everything(no_delay):
     with stderr_to(*terminal()) as screen:
         for _ in progress(range(2), "trials"):
             for _ in progress(range(3), "blocks"):
-                pass
+                time.sleep(0.05)
     assert "trials:" in screen.text and "blocks:" in screen.text
     assert screen.text.count("\n") == screen.text.count("\x1b[A")  # every line down is gone back up
+    assert last_drawn(screen.text).strip() == ""
+
+
+def test_a_log_line_erases_the_bars_before_it_is_written(no_delay):
+    terminal_end, program_end = terminal()
+    with stderr_to(terminal_end, program_end) as screen:
+        handler = logging.StreamHandler(sys.stderr)  # stdout and stderr on one terminal, as a user runs it
+        log = logging.getLogger("autoprune")
+        log.addHandler(handler)
+        try:
+            for index in progress(range(2), "pruning"):
+                time.sleep(0.1)
+                if index == 0:
+                    log.warning("trial 3 failed")
+        finally:
+            log.removeHandler(handler)
+    before, after = screen.text.split("trial 3 failed")
+    assert "pruning:" in before and last_drawn(before).strip() == ""  # the line starts clean
     assert last_drawn(screen.text).strip() == ""
 
 
