@@ -32,15 +32,18 @@ DENSE, BITMASK = "dense", "bitmask"
 PREFERENCE = {DENSE: 0, BITMASK: 2}  # on equal bytes; an N:M format ranks 1
 
 
-def n_of_m_patterns(weight: torch.Tensor) -> list[SparsityPattern]:
-    """For each M of `GROUP_SIZES` that divides the row, the tightest N:M pattern the matrix
-    satisfies (N the most nonzeros in any group of M consecutive inputs), when N < M."""
-    counts = (weight != 0).to(torch.uint8)  # nonzeros per group of 1
+def n_of_m_patterns(nonzero: torch.Tensor) -> list[SparsityPattern]:
+    """For each M of `GROUP_SIZES` that divides the row, the tightest N:M pattern a matrix
+    satisfies (N the most nonzeros in any group of M consecutive inputs), when N < M.
+    `nonzero` is the matrix's mask of nonzero weights (out × in)."""
+    rows = nonzero.shape[0]
+    counts = nonzero.view(torch.uint8)  # nonzeros per group of 1 input
     patterns = []
     for m in GROUP_SIZES:
         if counts.shape[1] % 2:
             break
-        counts = counts[:, 0::2] + counts[:, 1::2]  # nonzeros per group of m consecutive inputs
+        pairs = counts.reshape(rows, -1, 2)
+        counts = pairs[..., 0] + pairs[..., 1]  # nonzeros per group of m consecutive inputs
         n = max(int(counts.max()), 1)
         if n < m:
             patterns.append(SparsityPattern(n, m))
@@ -59,9 +62,13 @@ def format_sizes(weight: torch.Tensor, prunable: bool) -> dict[str, int]:
     the N:M patterns it satisfies (named as "2:4") for a prunable matrix."""
     element = weight.element_size()
     sizes = {DENSE: weight.numel() * element}
-    if prunable:
-        sizes[BITMASK] = int(torch.count_nonzero(weight)) * element + math.ceil(weight.numel() / 8)
-        for pattern in n_of_m_patterns(weight):
+    if not prunable:
+        return sizes
+    nonzero = weight != 0
+    values = int(torch.count_nonzero(nonzero))
+    sizes[BITMASK] = values * element + math.ceil(weight.numel() / 8)
+    if values < weight.numel():  # a matrix without zeros satisfies no N:M pattern
+        for pattern in n_of_m_patterns(nonzero):
             sizes[str(pattern)] = n_of_m_bytes(weight.shape, element, pattern)
     return sizes
 
