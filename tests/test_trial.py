@@ -11,7 +11,7 @@ from autoprune.components import PruningMetric, Scorer
 from autoprune.registry import build_registry
 from autoprune.trial import TrialError, run_trial
 from autoprune_plugins.scorers.perplexity import perplexity
-from autoprune_plugins.scorers.size import tensor_bytes
+from autoprune_plugins.scorers.size import format_sizes, smallest_format
 
 
 def snapshot(model):
@@ -96,6 +96,11 @@ def test_perplexity_matches_the_models_own_loss(tiny_context):
     windows = tiny_context.evaluation
     losses = [tiny_context.model(window[None], labels=window[None]).loss.item() for window in windows]
     assert perplexity(tiny_context.model, windows) == pytest.approx(math.exp(sum(losses) / len(losses)), rel=1e-4)
+
+
+def tensor_bytes(tensor, prunable):
+    sizes = format_sizes(tensor, prunable)
+    return sizes[smallest_format(sizes)]
 
 
 def test_size_counts_nonzeros_plus_a_bit_mask_for_pruned_matrices():

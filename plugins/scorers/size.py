@@ -77,12 +77,6 @@ def smallest_format(sizes: dict[str, int]) -> str:
     return min(sizes, key=lambda name: (sizes[name], PREFERENCE.get(name, 1)))
 
 
-def tensor_bytes(tensor: torch.Tensor, prunable: bool) -> int:
-    """The tensor's bytes in its smallest format."""
-    sizes = format_sizes(tensor, prunable)
-    return sizes[smallest_format(sizes)]
-
-
 @dataclass(frozen=True)
 class StoredTensor:
     """One tensor of the checkpoint: its bytes in each format that can hold it, and whether a
