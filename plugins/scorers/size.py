@@ -9,8 +9,8 @@ smallest of the formats that store it exactly:
   N values per group (zeros pad a group with fewer) plus a log₂M-bit index per value saying
   where in the group it sits, as NVIDIA's sparse tensor cores store 2:4 (2-bit indices),
   ⌈out·(in/M)·N·(8e + log₂M) / 8⌉ bytes. M is one of `GROUP_SIZES` (whole-bit indices;
-  every pattern a study can search with such an M, e.g. 1:2, 1:4, 2:4, 2:8, 4:8) and N the
-  fewest the matrix allows.
+  every pattern a study can search with such an M, e.g. 1:2, 1:4, 2:4, 2:8, 4:8; one with
+  another M, such as 3:6, is stored as a bitmask) and N the fewest the matrix allows.
 
 On equal bytes dense is preferred, then N:M (hardware can multiply it as it is), then the
 bitmask: a 2:4 matrix with exactly half its weights left costs the same either way
