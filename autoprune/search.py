@@ -22,6 +22,7 @@ from autoprune.components import Direction
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.liveness import HEARTBEAT_ATTR, INTERVAL_ATTR, OWNER_ATTR, abandoned, close_owner, open_owner
+from autoprune.pareto import reference_point
 from autoprune.space import SearchSpace
 from autoprune.storage import open_storage, storage_file, study_lock
 
@@ -29,6 +30,8 @@ OBJECTIVES_ATTR = "autoprune.objectives"
 RUN_ID_ATTR = "mlflow_run_id"
 BASELINE_ATTR = "autoprune.baseline"  # {"name", "overrides": {compressor: {param: value}}, "params", "attempt"}
 LAYERS_ATTR = "autoprune.layers"  # the per-layer lists a trial's compressors reported, e.g. prune.ratio
+NAME_ATTR = "autoprune.name"  # what the trial is, as its MLflow run is named (optuna-dashboard lists it)
+REFERENCE_ATTR = "autoprune.hypervolume_reference"  # fixed once per study, see pareto.reference_point
 
 
 def nsga3_population(n_trials: int) -> int:
@@ -110,6 +113,8 @@ class OptunaSearch:
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = list(objectives)
+        self.directions = list(directions)
+        self._reference: list[float] | None = None
         self.storage_uri = storage
         self.heartbeat_interval_s = heartbeat_interval_s
         self.locked = storage_file(storage) is not None  # a database server has no study lock
@@ -119,6 +124,10 @@ class OptunaSearch:
                 study_name=study_name, storage=open_storage(storage), directions=list(directions), load_if_exists=True
             )
             self._check_objectives(study_name, list(directions))
+            if self.study.metric_names != self.objectives:
+                with warnings.catch_warnings():  # experimental in Optuna; dashboards read it to name the axes
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self.study.set_metric_names(self.objectives)
             self.worker = int(self.study.user_attrs.get(WORKERS_ATTR, 0))
             self.study.set_user_attr(WORKERS_ATTR, self.worker + 1)
         self.seed = worker_seed(search.seed, self.worker)
@@ -168,6 +177,10 @@ class OptunaSearch:
             self.beat(trial)
         baseline = trial.user_attrs.get(BASELINE_ATTR)
         return trial, space.sample(trial, layers, baseline["overrides"] if baseline else None)
+
+    def name_trial(self, trial: optuna.Trial, name: str) -> None:
+        """Record what the trial is (e.g. `t001 baseline uniform wanda 0.5`), for optuna-dashboard."""
+        trial.set_user_attr(NAME_ATTR, name)
 
     def beat(self, trial: optuna.Trial) -> None:
         """Record that this process still works on `trial` (see `autoprune.liveness`)."""
@@ -249,6 +262,22 @@ class OptunaSearch:
                 trial.set_user_attr(LAYERS_ATTR, dict(layers))
             self.study.tell(trial, [values[name] for name in self.objectives])
         return True
+
+    def complete_values(self) -> dict[int, list[float]]:
+        """The objective values of every completed trial, by number."""
+        return {t.number: list(t.values) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+    def hypervolume_reference(self, complete: Mapping[int, Sequence[float]]) -> list[float]:
+        """The study's hypervolume reference point: set once, under the study lock, from its first
+        completed trial (`pareto.reference_point`), and read back by every later process."""
+        if self._reference is None:
+            with self.lock():
+                stored = self.study.user_attrs.get(REFERENCE_ATTR)
+                if stored is None:
+                    stored = reference_point(complete[min(complete)], self.directions)
+                    self.study.set_user_attr(REFERENCE_ATTR, stored)
+            self._reference = list(stored)
+        return self._reference
 
     def trials(self) -> dict[int, FrozenTrial]:
         """Every trial of the study by number (for reconciling the MLflow records)."""

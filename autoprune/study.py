@@ -20,17 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
 from autoprune.builder import build_context, prepare_components
+from autoprune.components import Direction
 from autoprune.context import StudyContext
 from autoprune.errors import AutopruneError, Interrupted
 from autoprune.liveness import Heartbeat
-from autoprune.pareto import pareto_front
+from autoprune.pareto import hypervolume, pareto_front
 from autoprune.plan import Plan, prepare
 from autoprune.progress import set_progress
 from autoprune.registry import Registry
-from autoprune.report import format_table
+from autoprune.report import format_table, front_rows
+from autoprune.review import finished_description, study_description, study_params, trial_name
+from autoprune.review_links import dashboard_command, run_url, runs_view_url, ui_address
 from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Claim, OptunaSearch
 from autoprune.steps import reached
-from autoprune.tracking import StudyTracker, expand_lists, flatten
+from autoprune.tracking import BASELINE, StudyOutcome, StudyTracker, expand_lists, flatten
 from autoprune.trial import run_trial
 
 log = logging.getLogger("autoprune")
@@ -129,8 +132,10 @@ class _StudyRun:
         try:
             reached("trial.claimed")
             baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
-            tags = {"autoprune.baseline": baseline} if baseline else {}
-            run_id = self._timed("tracking", self.tracker.start_trial, trial.number, flatten(sample), tags)
+            tags = {BASELINE: baseline} if baseline else {}
+            name = trial_name(trial.number, trial.params, baseline)
+            self._timed("sampler", self.search.name_trial, trial, name)
+            run_id = self._timed("tracking", self.tracker.start_trial, trial.number, name, flatten(sample), tags)
             reached("trial.run_created")
             self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
             reached("trial.run_linked")
@@ -157,6 +162,7 @@ class _StudyRun:
                 metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
                 self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
                 reached("trial.closed")
+                self._timed("tracking", self._log_hypervolume)
         except BaseException:  # a completed trial stays completed: its run is closed by the next run's reconcile
             if not self.search.is_complete(trial):
                 self.search.fail(trial)
@@ -170,11 +176,24 @@ class _StudyRun:
             f"trial {trial.number:3d} [{done}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
         )
 
+    def _log_hypervolume(self) -> None:
+        """The front's hypervolume so far, on the parent at step = completed trials (a curve that
+        flattens when the search stops finding better trade-offs)."""
+        complete = self.search.complete_values()
+        self.tracker.log_hypervolume(_hypervolume(self.search, complete, self.plan.directions), len(complete))
+
     def _close_quietly(self, run_id: str | None) -> None:
         """Mark the run killed if MLflow can still be reached (reconcile does it later otherwise)."""
         if run_id:
             with suppress(Exception):
                 self.tracker.mark_killed(run_id)
+
+
+def _hypervolume(search: OptunaSearch, complete: dict[int, list[float]], directions: list[Direction]) -> float:
+    if not complete:
+        return 0.0
+    front = pareto_front(complete, directions)
+    return hypervolume([complete[number] for number in front], search.hypervolume_reference(complete), directions)
 
 
 def _fail_abandoned(search: OptunaSearch) -> None:
@@ -191,12 +210,16 @@ def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
             plan.space.describe(),
             {
                 "autoprune.version": __version__,
-                "sampler": config.search.sampler,
-                "n_trials": str(config.search.n_trials),
-                "model": config.model.name,
-                "objectives": ",".join(plan.objectives),
+                "autoprune.sampler": config.search.sampler,
+                "autoprune.n_trials": str(config.search.n_trials),
+                "autoprune.model": config.model.name,
+                "autoprune.objectives": ",".join(plan.objectives),
                 **machine_tags(plan.config.model.device),
             },
+            study_params(plan),
+            study_description(plan),
+            plan.objectives,
+            plan.directions,
         )
     return tracker
 
@@ -222,22 +245,23 @@ def _cpu_name() -> str:
     return platform.machine() or "cpu"
 
 
-def _report(plan: Plan, rows: list[dict[str, Any]], front: list[int], parent_id: str) -> None:
-    on_front = set(front)
-    sign = 1 if plan.directions[0] == "minimize" else -1
-    front_rows = sorted(
-        (row for row in rows if row["trial"] in on_front), key=lambda row: sign * row[plan.objectives[0]]
-    )
-    if front_rows:
-        extra = [
-            key for key in front_rows[0] if key not in plan.objectives and key != "trial" and not _LAYER_KEY.search(key)
-        ]
-        table = format_table(front_rows, ["trial", *plan.objectives, *extra])
-        log.info(f"\nPareto set ({len(front_rows)} of {len(rows)} completed trials):\n{table}\n")
-    uri = plan.config.mlflow.tracking_uri
+def _report(
+    plan: Plan, rows: list[dict[str, Any]], front: list[int], names: dict[int, str], tracker: StudyTracker
+) -> None:
+    """The front as a table, then where to review the study: its runs and parent run in MLflow's UI,
+    and the command that opens the Optuna study in optuna-dashboard."""
+    best_first = front_rows(rows, front, plan.objectives, plan.directions)
+    if best_first:
+        table = format_table([{**row, "name": names[row["trial"]]} for row in best_first], [*plan.objectives, "name"])
+        log.info(f"\nPareto front ({len(best_first)} of {len(rows)} completed trials):\n{table}\n")
+    base, command = ui_address(plan.config.mlflow.tracking_uri)
+    start = f"start the UI with: {command}\n  " if command else ""
     log.info(
-        f"mlflow: parent run {parent_id} '{plan.study_name}' in {uri}; browse with: mlflow ui --backend-store-uri {uri}"
+        f"review in MLflow: {start}"
+        f"the study's runs:  {runs_view_url(base, tracker.experiment_id, plan.study_name)}\n"
+        f"  its parent run:    {run_url(base, tracker.experiment_id, tracker.parent_id)}"
     )
+    log.info(f"review in optuna-dashboard: {dashboard_command(plan.config.study.storage)}")
 
 
 @contextmanager
@@ -320,6 +344,7 @@ def _run(plan: Plan) -> StudyResult:
         started = time.perf_counter()
         run.recover()  # runs of trials failed while this process waited
         completed = search.completed()
+        names = {t.number: trial_name(t.number, t.params, t.baseline) for t in completed}
         marked = any(t.baseline for t in completed)
         rows = [
             {
@@ -330,20 +355,23 @@ def _run(plan: Plan) -> StudyResult:
             }
             for t in completed
         ]
-        front = pareto_front({t.number: t.values for t in completed}, plan.directions)
+        complete = {t.number: t.values for t in completed}
+        front = pareto_front(complete, plan.directions)
         stopped = run.failures >= max_failures
-        run_ids = {t.number: t.run_id for t in completed if t.run_id}
-        layers = {t.number: t.layers for t in completed if t.layers}
+        outcome = StudyOutcome(
+            rows,
+            front,
+            plan.objectives,
+            plan.directions,
+            run_ids={t.number: t.run_id for t in completed if t.run_id},
+            names=names,
+            layers={t.number: t.layers for t in completed if t.layers},
+            hypervolume=_hypervolume(search, complete, plan.directions),
+        )
+        reference = search.hypervolume_reference(complete) if complete else None
+        description = finished_description(plan, rows, front, names, outcome.hypervolume, reference)
         with search.lock():  # processes finishing together write one Pareto table, not two interleaved
-            tracker.finish_study(
-                rows,
-                front,
-                plan.objectives,
-                plan.directions,
-                run_ids,
-                layers,
-                status="FAILED" if stopped else "FINISHED",
-            )
+            tracker.finish_study(outcome, description, status="FAILED" if stopped else "FINISHED")
     except KeyboardInterrupt:
         if tracker is not None:
             tracker.abort_study()
@@ -353,7 +381,7 @@ def _run(plan: Plan) -> StudyResult:
             search.close()
     seconds["tracking_once"].append(time.perf_counter() - started)
     seconds["total"].append(time.perf_counter() - study_started)
-    _report(plan, rows, front, tracker.parent_id)
+    _report(plan, rows, front, names, tracker)
     if stopped:
         raise AutopruneError(
             f"stopped after {run.failures} failed trials (search.max_failures={max_failures}); last error: {run.last_error}"

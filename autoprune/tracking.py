@@ -12,6 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,23 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
-from autoprune.report import layers_figure, pareto_figure
+from autoprune.plots import layers_figure, pareto_figure, pareto_html, points_of
+from autoprune.report import front_rows, front_table
+from autoprune.review_links import VIEW_TAG_PREFIX, runs_view_state, view_key
 from autoprune.search import LAYERS_ATTR, RUN_ID_ATTR
 from autoprune.steps import reached
 from autoprune.storage import SQLITE, file_lock, storage_file
 
 log = logging.getLogger("autoprune")
+# every tag autoprune writes shares its prefix, so the UI lists them together
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
+STATE, PARETO, ERROR, BASELINE = "autoprune.state", "autoprune.is_pareto", "autoprune.error", "autoprune.baseline"
 ERROR_TAG_CHARS = 4000  # the end of the exception's message fits an MLflow tag
+HYPERVOLUME = "hypervolume"  # the parent's step metric: the front's hypervolume after each completed trial
 
 
 def _now_ms() -> int:
@@ -81,6 +87,21 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return (database.resolve().parent / "mlruns").as_uri()
 
 
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What a study's end reports: its completed trials (`rows`: number, objective values, params)
+    and their Pareto front, with each trial's run, name and per-layer lists."""
+
+    rows: Sequence[Mapping[str, Any]]
+    front: Sequence[int]
+    objectives: Sequence[str]
+    directions: Sequence[Direction]
+    run_ids: Mapping[int, str]
+    names: Mapping[int, str]
+    layers: Mapping[int, Mapping[str, list[Any]]]
+    hypervolume: float
+
+
 class StudyTracker:
     """Writes one study's runs to an MLflow tracking store."""
 
@@ -101,9 +122,20 @@ class StudyTracker:
             )
         self.parent_id = ""
 
-    def start_study(self, config_yaml: str, space: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start_study(
+        self,
+        config_yaml: str,
+        space: Mapping[str, Any],
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        description: str,
+        objectives: Sequence[str],
+        directions: Sequence[Direction],
+    ) -> None:
         """Create the parent run, or reopen the one an earlier run (or another process) of this
-        study created; callers hold the study lock, so a study has one parent run."""
+        study created; callers hold the study lock, so a study has one parent run. `params` MLflow
+        has not seen on it are logged (a param keeps its first value); the description is rewritten;
+        the experiment gets the study's saved runs view (see `autoprune.review_links`)."""
         existing = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
@@ -120,9 +152,16 @@ class StudyTracker:
                 self.experiment_id, run_name=self.study_name, tags={ROLE: "study", STUDY: self.study_name}
             )
             self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        logged = self.client.get_run(self.parent_id).data.params
+        self.client.log_batch(
+            self.parent_id,
+            params=[Param(key, value) for key, value in params.items() if key not in logged],
+            tags=[RunTag(key, str(value)) for key, value in {**tags, MLFLOW_RUN_NOTE: description}.items()],
+        )
         self.client.log_text(self.parent_id, config_yaml, "config.yaml")
         self.client.log_dict(self.parent_id, dict(space), "search_space.json")
+        view = runs_view_state(f"tags.`{STUDY}` = '{self.study_name}'", objectives, directions, [PARETO, BASELINE])
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(self.study_name), view)
 
     def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
         """Figures of the whole study (the dense model's, measured by the scorers) on the parent run."""
@@ -132,13 +171,20 @@ class StudyTracker:
                 self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()]
             )
 
-    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str:
+    def log_hypervolume(self, value: float, completed: int) -> None:
+        """The front's hypervolume on the parent, at step `completed` (the study's completed trials)."""
+        self.client.log_metric(self.parent_id, HYPERVOLUME, float(value), _now_ms(), completed)
+
+    def start_trial(
+        self, number: int, name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+    ) -> str:
+        """A trial's child run, named `name` (what the trial is, see `autoprune.review.trial_name`)."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number:03d}",
+            run_name=name,
             tags={
                 MLFLOW_PARENT_RUN_ID: self.parent_id,
-                MLFLOW_RUN_NAME: f"trial-{number:03d}",
+                MLFLOW_RUN_NAME: name,
                 ROLE: "trial",
                 STUDY: self.study_name,
                 TRIAL: str(number),
@@ -158,18 +204,18 @@ class StudyTracker:
         again: bool = False,
     ) -> None:
         """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per
-        compressor. A failed trial's `error` becomes the `error` tag (the exception itself, what
-        the run page shows) and `error.txt` (the whole traceback). `again`: a killed run may have
+        compressor. A failed trial's `error` becomes the `autoprune.error` tag (the exception itself,
+        what the run page shows) and `error.txt` (the whole traceback). `again`: a killed run may have
         written some of it already."""
         for compressor, table in per_compressor_tables(layers or {}).items():
             if again:
                 self._remove_artifact(run_id, f"{compressor}_layers.json")
             self._log_table(run_id, table, f"{compressor}_layers.json")
-        tags = [RunTag("state", state)]
+        tags = [RunTag(STATE, state)]
         if error is not None:
             self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
             exception = "".join(traceback.format_exception_only(error)).strip()
-            tags.append(RunTag("error", exception[-ERROR_TAG_CHARS:]))
+            tags.append(RunTag(ERROR, exception[-ERROR_TAG_CHARS:]))
         timestamp = _now_ms()
         self.client.log_batch(
             run_id,
@@ -213,44 +259,43 @@ class StudyTracker:
     def mark_killed(self, run_id: str) -> None:
         """A trial an interrupted run left behind: close it so the UI does not show it running."""
         with _unless_run_is_gone():
-            self.client.set_tag(run_id, "state", "FAIL")
+            self.client.set_tag(run_id, STATE, "FAIL")
             self.client.set_terminated(run_id, status="KILLED")
 
-    def finish_study(
-        self,
-        rows: Sequence[Mapping[str, Any]],
-        front: Sequence[int],
-        objectives: Sequence[str],
-        directions: Sequence[Direction],
-        run_ids: Mapping[int, str],
-        layers: Mapping[int, Mapping[str, list[Any]]],
-        status: str = "FINISHED",
-    ) -> None:
-        """Pareto table, plots (objectives; per-layer values such as the sparsity ratios of the
-        Pareto trials) and tags; summary metrics on the parent; close the parent run."""
-        on_front = set(front)
-        for number, run_id in run_ids.items():
+    def finish_study(self, outcome: StudyOutcome, description: str, status: str = "FINISHED") -> None:
+        """The front's tags, table (`pareto.json`, best first), plots (`pareto.png`, `pareto.html`, and
+        `pareto_layers.png` of the front's per-layer values); the parent's summary metrics and
+        `description`; close the parent run."""
+        on_front = set(outcome.front)
+        for number, run_id in outcome.run_ids.items():
             with _unless_run_is_gone():
-                self.client.set_tag(run_id, "is_pareto", "true" if number in on_front else "false")
-        front_rows = [row for row in rows if row["trial"] in on_front]
-        if front_rows:
-            columns = list(dict.fromkeys(key for row in front_rows for key in row))  # a resumed study may add keys
-            table = {column: [row.get(column) for row in front_rows] for column in columns}
+                self.client.set_tag(run_id, PARETO, "true" if number in on_front else "false")
+        best_first = front_rows(outcome.rows, outcome.front, outcome.objectives, outcome.directions)
+        if best_first:
+            table = front_table(best_first, outcome.objectives, outcome.names, outcome.run_ids)
             self._remove_artifact(self.parent_id, "pareto.json")  # log_table appends to an existing table
             self._log_table(self.parent_id, table, "pareto.json")
             reached("study.reporting")
-            self._log_figure(pareto_figure(rows, front, objectives, directions, title=self.study_name), "pareto.png")
-            front_layers = {number: layers[number] for number in front if layers.get(number)}
+            points = points_of(outcome.rows, outcome.front, outcome.objectives, outcome.names, outcome.run_ids)
+            figure = pareto_figure(points, outcome.objectives, outcome.directions, title=self.study_name)
+            self._log_figure(figure, "pareto.png")
+            html = pareto_html(points, outcome.objectives, outcome.directions, title=self.study_name)
+            self.client.log_text(self.parent_id, html, "pareto.html")
+            front_layers = {
+                row["trial"]: outcome.layers[row["trial"]] for row in best_first if outcome.layers.get(row["trial"])
+            }
             if front_layers:
-                self._log_figure(layers_figure(front_layers, title=self.study_name), "pareto_layers.png")
+                figure = layers_figure(front_layers, title=self.study_name, names=outcome.names)
+                self._log_figure(figure, "pareto_layers.png")
         timestamp = _now_ms()
-        summary = {"n_complete": len(rows), "pareto_size": len(front_rows)}
-        for objective, direction in zip(objectives, directions):
-            values = [row[objective] for row in rows]
-            if values:
-                summary[f"best_{objective}"] = min(values) if direction == "minimize" else max(values)
+        summary = {"n_complete": len(outcome.rows), "pareto_size": len(best_first)}
         self.client.log_batch(
-            self.parent_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in summary.items()]
+            self.parent_id,
+            metrics=[
+                *(Metric(key, float(value), timestamp, 0) for key, value in summary.items()),
+                Metric(HYPERVOLUME, outcome.hypervolume, timestamp, len(outcome.rows)),
+            ],
+            tags=[RunTag(MLFLOW_RUN_NOTE, description)],
         )
         self.client.set_terminated(self.parent_id, status=status)
 

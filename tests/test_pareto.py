@@ -1,4 +1,6 @@
-"""Pareto fronts for any mix of directions."""
+"""Pareto fronts and their hypervolume for any mix of directions."""
+
+import pytest
 
 from autoprune.pareto import dominates, pareto_front
 
@@ -21,7 +23,7 @@ def test_single_objective_front_is_the_best_value():
 
 
 def test_the_per_layer_plot_lines_up_trials_that_removed_different_blocks():
-    from autoprune.report import layers_figure
+    from autoprune.plots import layers_figure
 
     figure = layers_figure(
         {
@@ -35,8 +37,44 @@ def test_the_per_layer_plot_lines_up_trials_that_removed_different_blocks():
         },
         "study",
     )
-    ratio, removed = figure.axes
+    removed, ratio = figure.axes  # in the order the compressors run
     assert ratio.get_ylabel() == "prune.ratio" and removed.get_ylabel() == "remove_layers.removed"
     assert [t.get_text() for t in ratio.get_xticklabels()] == ["0", "1", "2"]
-    assert [list(line.get_xdata()) for line in ratio.lines] == [[0, 1, 2], [0, 2]]  # block 2 where block 2 is
+    assert [[round(x) for x in line.get_xdata()] for line in ratio.lines] == [[0, 1, 2], [0, 2]]  # block 2 where it is
     assert ratio.lines[1].get_color() == removed.lines[0].get_color()  # trial 7 in the same colour in every panel
+
+
+def test_hypervolume_equals_the_dominated_cells_counted_one_by_one():
+    """Integer points: the exact slicing result against a plain count of the unit cells they dominate."""
+    import itertools
+    import random
+
+    from autoprune.pareto import hypervolume
+
+    generator = random.Random(7)
+    for objectives in (1, 2, 3):
+        for _ in range(20):
+            points = [[generator.randrange(10) for _ in range(objectives)] for _ in range(generator.randrange(1, 9))]
+            cells = sum(
+                any(all(p <= c for p, c in zip(point, cell)) for point in points)
+                for cell in itertools.product(range(10), repeat=objectives)
+            )
+            assert hypervolume(points, [10] * objectives, ["minimize"] * objectives) == cells
+
+
+def test_hypervolume_of_a_maximised_objective_and_of_points_beyond_the_reference():
+    from autoprune.pareto import hypervolume, reference_point
+
+    # accuracy (maximised) 0.6 against a reference of 0.2, perplexity 10 against 30: a 0.4 x 20 box
+    assert hypervolume([[10.0, 0.6]], [30.0, 0.2], ["minimize", "maximize"]) == pytest.approx(0.4 * 20)
+    assert hypervolume([[40.0, 0.6]], [30.0, 0.2], ["minimize", "maximize"]) == 0.0  # worse than the reference
+    assert reference_point([50.0, 0.4, 0.0], ["minimize", "maximize", "minimize"]) == [100.0, 0.0, 1.0]
+
+
+def test_a_better_front_has_a_larger_hypervolume():
+    from autoprune.pareto import hypervolume
+
+    reference, directions = [10.0, 10.0], ["minimize", "minimize"]
+    front = [[2.0, 6.0], [5.0, 3.0]]
+    assert hypervolume([*front, [3.0, 4.0]], reference, directions) > hypervolume(front, reference, directions)
+    assert hypervolume([*front, [6.0, 7.0]], reference, directions) == hypervolume(front, reference, directions)

@@ -100,7 +100,7 @@ def assert_whole(tmp_path: Path, name: str, storage: str | None = None, n_trials
         assert child.info.status == "FINISHED" and int(child.data.tags["autoprune.trial"]) == trial.number
         assert [child.data.metrics[o] for o in objectives] == pytest.approx(trial.values)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    front = [r for r in children if r.data.tags.get("is_pareto") == "true"]
+    front = [r for r in children if r.data.tags.get("autoprune.is_pareto") == "true"]
     table = json.loads(
         Path(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read_text()
     )

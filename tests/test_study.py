@@ -77,7 +77,7 @@ def test_mlflow_has_one_parent_and_a_child_per_trial(finished):
     assert len(children) == 6
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.data.tags["state"] == "COMPLETE" and child.info.status == "FINISHED"
+        assert child.data.tags["autoprune.state"] == "COMPLETE" and child.info.status == "FINISHED"
         assert child.data.params["prune.metric"] in ("magnitude", "wanda")
         assert 0.2 <= float(child.data.params["prune.sparsity"]) <= 0.8
         assert child.data.params["prune.granularity"] == "block"
@@ -87,7 +87,14 @@ def test_mlflow_has_one_parent_and_a_child_per_trial(finished):
     assert len(sampled) == 2
     assert all({f"prune.offsets.{i}" for i in range(6)} <= set(child.data.params) for child in sampled)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "search_space.json", "pareto.json", "pareto.png", "pareto_layers.png"} <= artifacts
+    assert {
+        "config.yaml",
+        "search_space.json",
+        "pareto.json",
+        "pareto.png",
+        "pareto.html",
+        "pareto_layers.png",
+    } <= artifacts
 
 
 def test_baselines_run_first_are_marked_and_use_their_allocations(finished, tiny_context):
@@ -112,7 +119,7 @@ def test_baselines_run_first_are_marked_and_use_their_allocations(finished, tiny
 def test_pareto_set_is_tagged_and_tabled(finished):
     tmp_path, result = finished
     client, parents, children = runs_of(tmp_path, "main")
-    tagged = {int(c.data.tags["autoprune.trial"]) for c in children if c.data.tags["is_pareto"] == "true"}
+    tagged = {int(c.data.tags["autoprune.trial"]) for c in children if c.data.tags["autoprune.is_pareto"] == "true"}
     assert tagged == set(result.front) and tagged
     points = {
         int(c.data.tags["autoprune.trial"]): (c.data.metrics["perplexity"], c.data.metrics["size_mb"]) for c in children
@@ -125,7 +132,7 @@ def test_pareto_set_is_tagged_and_tabled(finished):
         assert any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points.values())
     table = json.loads(open(client.download_artifacts(parents[0].info.run_id, "pareto.json", str(tmp_path))).read())
     assert sorted(row[0] for row in table["data"]) == sorted(tagged)
-    assert {"trial", "perplexity", "size_mb", "prune.metric"} <= set(table["columns"])
+    assert {"trial", "run_id", "perplexity", "size_mb", "prune/metric"} <= set(table["columns"])
 
 
 def test_a_second_study_on_the_same_model_and_data_reads_statistics_from_disk(tmp_path, caplog):
@@ -186,7 +193,7 @@ def test_a_killed_study_resumes(tmp_path):
     tracker = StudyTracker(f"sqlite:///{tmp_path}/mlflow.db", "autoprune", "killed")
     tracker.parent_id = first.parent_run_id
     stale = study.ask()
-    stale.set_user_attr("mlflow_run_id", tracker.start_trial(stale.number, {"prune.metric": "wanda"}))
+    stale.set_user_attr("mlflow_run_id", tracker.start_trial(stale.number, "t001 wanda", {"prune.metric": "wanda"}))
 
     result = run_study(compose_config(study_overrides(tmp_path, name="killed", trials=3)))
     states = [t.state for t in optuna_trials(tmp_path, "killed")]
@@ -195,8 +202,8 @@ def test_a_killed_study_resumes(tmp_path):
     _, parents, children = runs_of(tmp_path, "killed")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     killed = children[1]
-    assert killed.info.status == "KILLED" and killed.data.tags["state"] == "FAIL"
-    assert "is_pareto" not in killed.data.tags  # a failed trial is not a candidate for the front
+    assert killed.info.status == "KILLED" and killed.data.tags["autoprune.state"] == "FAIL"
+    assert "autoprune.is_pareto" not in killed.data.tags  # a failed trial is not a candidate for the front
 
 
 class InterruptsSecondTrial(Scorer):
@@ -252,7 +259,7 @@ def test_every_sampler_runs_a_study(tmp_path, sampler):
     result = run_study(config)
     assert len(result.rows) == 3
     _, parents, _ = runs_of(tmp_path, sampler)
-    assert parents[0].data.tags["sampler"] == sampler
+    assert parents[0].data.tags["autoprune.sampler"] == sampler
 
 
 def test_nsga3_population_is_sized_from_the_budget_and_configurable(tmp_path):
@@ -297,9 +304,11 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
     assert all(t.params["prune.sparsity"] > 0.49 for t in failed)
     assert all(t.params["prune.sparsity"] < 0.51 for t in completed)
     _, _, children = runs_of(tmp_path, "fragile")
-    failed_runs = [c for c in children if c.data.tags["state"] == "FAIL"]
+    failed_runs = [c for c in children if c.data.tags["autoprune.state"] == "FAIL"]
     assert len(failed_runs) == len(failed)
-    assert all(r.info.status == "FAILED" and "fragile scorer broke" in r.data.tags["error"] for r in failed_runs)
+    assert all(
+        r.info.status == "FAILED" and "fragile scorer broke" in r.data.tags["autoprune.error"] for r in failed_runs
+    )
 
 
 def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
@@ -312,7 +321,7 @@ def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
     with pytest.raises(AutopruneError, match="stopped after 2 failed trials"):
         run_study(compose_config(overrides), registry)
     _, parents, children = runs_of(tmp_path, "doomed")
-    assert parents[0].info.status == "FAILED" and [c.data.tags["state"] for c in children] == ["FAIL", "FAIL"]
+    assert parents[0].info.status == "FAILED" and [c.data.tags["autoprune.state"] for c in children] == ["FAIL", "FAIL"]
 
 
 @pytest.mark.parametrize("space", ["optishear", "layers"])
@@ -374,7 +383,7 @@ def test_a_failed_baseline_is_queued_again_a_bounded_number_of_times(tmp_path):
     assert attempts == [*range(1, BASELINE_ATTEMPTS + 1), None, None]  # then the sampler's own trials
     assert all(t.state == TrialState.FAIL for t in trials)
     client, _, children = runs_of(tmp_path, "requeue")
-    error = children[0].data.tags["error"]
+    error = children[0].data.tags["autoprune.error"]
     assert error.endswith("block 499: checksum mismatch\nthe disk is full") and len(error) <= 4000  # its end
     assert "Traceback" not in error  # the exception itself, what the run page shows
     full = client.download_artifacts(children[0].info.run_id, "error.txt", str(tmp_path))
