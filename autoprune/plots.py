@@ -73,11 +73,19 @@ def _axis_title(objectives: Sequence[str], directions: Sequence[Direction], inde
     return f"{objectives[index]} ({'lower' if directions[index] == 'minimize' else 'higher'} is better)"
 
 
-def _frame(front: Sequence[float], everything: Sequence[float]) -> tuple[float, float]:
-    """Axis limits around the front, with room for the trials just behind it."""
+def _frame(points: Sequence[Point], index: int, direction: Direction) -> tuple[float, float] | None:
+    """Limits of objective `index`'s axis around the front, with room for the trials just behind it
+    (on the worse side); None, to show every trial, when the front has a single value there."""
+    front = [p.values[index] for p in points if p.on_front]
+    everything = [p.values[index] for p in points]
     low, high = min(front), max(front)
-    span = (high - low) or abs(high) * 0.1 or 1.0
-    return max(min(everything), low - 0.3 * span) - 0.06 * span, min(max(everything), high + 0.6 * span) + 0.06 * span
+    span = high - low
+    if span == 0:
+        return None
+    below, above = (0.3, 0.6) if direction == "minimize" else (0.6, 0.3)
+    return max(min(everything), low - below * span) - 0.06 * span, min(
+        max(everything), high + above * span
+    ) + 0.06 * span
 
 
 def _outside(axis, points: Sequence[Point], i: int, j: int) -> int:
@@ -95,8 +103,13 @@ def pareto_figure(points: Sequence[Point], objectives: Sequence[str], directions
     pairs = _pairs(len(objectives))
     front = [p for p in points if p.on_front]
     side = 5.0 + min(4.0, len(front) / 10)  # larger panels for larger fronts, so labels find room
-    figure, axes = plt.subplots(1, len(pairs), figsize=(side * len(pairs), side * 0.85), squeeze=False)
-    for axis, (i, j) in zip(axes[0], pairs):
+    columns = min(2, len(pairs))  # two panels a row: readable when the UI fits the picture to its width
+    rows = -(-len(pairs) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(side * columns, side * 0.85 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for unused in axes[len(pairs) :]:
+        figure.delaxes(unused)
+    for axis, (i, j) in zip(axes, pairs):
         for group, color, label in (
             ([p for p in points if not p.on_front], OTHER, "other trials"),
             (front, FRONT, "Pareto front"),
@@ -119,8 +132,10 @@ def pareto_figure(points: Sequence[Point], objectives: Sequence[str], directions
             ordered = sorted(front, key=lambda p: p.values[0])
             axis.plot([p.values[0] for p in ordered], [p.values[1] for p in ordered], c=FRONT, lw=0.8, alpha=0.5)
         if front:
-            axis.set_xlim(*_frame([_coordinate(p, i) for p in front], [_coordinate(p, i) for p in points]))
-            axis.set_ylim(*_frame([_coordinate(p, j) for p in front], [_coordinate(p, j) for p in points]))
+            for index, limit in ((i, axis.set_xlim), (j, axis.set_ylim)):
+                frame = _frame(points, index, directions[index]) if index >= 0 else None
+                if frame:
+                    limit(*frame)
             outside = _outside(axis, points, i, j)
             if outside:
                 trials = "1 trial" if outside == 1 else f"{outside} trials"
@@ -132,7 +147,7 @@ def pareto_figure(points: Sequence[Point], objectives: Sequence[str], directions
     figure.suptitle(f"{title}: {len(front)} of {len(points)} trials on the Pareto front")
     figure.tight_layout()
     fontsize = 7 if len(front) <= 20 else 6
-    for axis, (i, j) in zip(axes[0], pairs):
+    for axis, (i, j) in zip(axes, pairs):
         place_labels(
             axis, [(_coordinate(p, i), _coordinate(p, j), p.label, f"t{p.number:03d}") for p in front], fontsize
         )
@@ -230,7 +245,10 @@ def pareto_html(points: Sequence[Point], objectives: Sequence[str], directions: 
         figure.update_yaxes(title_text=_axis_title(objectives, directions, j), row=1, col=column)
     front = sum(p.on_front for p in points)
     figure.update_layout(
-        title=f"{title}: {front} of {len(points)} trials on the Pareto front", height=560, template="plotly_white"
+        title=f"{title}: {front} of {len(points)} trials on the Pareto front",
+        height=560,
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.18},  # below the panels, which keep the width
     )
     return figure.to_html(include_plotlyjs=True, full_html=True)  # works offline, as MLflow's viewer shows it
 
@@ -314,14 +332,16 @@ def layers_figure(
 
 
 def trial_colors(count: int) -> list:
-    """Distinct colours: the 10 or 20 of matplotlib's qualitative maps, then evenly spaced hues."""
+    """Distinct colours: matplotlib's 10 qualitative ones, or up to 60 from its three 20-colour
+    maps; beyond that evenly spaced hues (the markers and dashes still tell the trials apart)."""
     import matplotlib
 
     if count <= 10:
         return [matplotlib.colormaps["tab10"](i) for i in range(count)]
-    if count <= 20:
-        return [matplotlib.colormaps["tab20"](i) for i in range(count)]
-    return [matplotlib.colormaps["hsv"](i / count) for i in range(count)]
+    if count <= 60:
+        palette = [matplotlib.colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+        return palette[:count]
+    return [matplotlib.colormaps["hsv"](i / (count + 1)) for i in range(count)]
 
 
 def _short_labels(labels: Sequence[str]) -> list[str]:

@@ -35,15 +35,14 @@ def runs_view_state(
     search_filter: str, objectives: Sequence[str], directions: Sequence[Direction], tags: Sequence[str]
 ) -> str:
     """A saved view of the runs `search_filter` finds, best first by the first objective, with the
-    objectives and the `tags` as columns."""
+    objectives and the `tags` as its first columns."""
+    columns = [*(_column("metrics", objective) for objective in objectives), *(_column("tags", tag) for tag in tags)]
     state = {
         "searchFilter": search_filter,
-        "orderByKey": _column("metrics", objectives[0]),
+        "orderByKey": columns[0],
         "orderByAsc": directions[0] == "minimize",
-        "selectedColumns": [
-            *(_column("metrics", objective) for objective in objectives),
-            *(_column("tags", tag) for tag in tags),
-        ],
+        "selectedColumns": columns,
+        "columnOrder": columns,  # the objectives in the study's order, not alphabetical
         "runsHiddenMode": "SHOW_ALL",  # every trial in the charts, not the first ten
     }
     return json.dumps(state)

@@ -187,7 +187,7 @@ def test_the_printed_address_opens_the_study_view_with_the_objectives_as_columns
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in printed
     assert f"/runs/{result.parent_run_id}?" in printed
     view = json.loads({t["key"]: t["value"] for t in experiment["tags"]}[VIEW_TAG_PREFIX + key])
-    assert view["selectedColumns"][:2] == ["metrics.`perplexity`", "metrics.`size_mb`"]
+    assert view["selectedColumns"][:2] == view["columnOrder"][:2] == ["metrics.`perplexity`", "metrics.`size_mb`"]
     assert view["orderByKey"] == "metrics.`perplexity`" and view["orderByAsc"] is True
     found = search(server, experiment["experiment_id"], view["searchFilter"])  # the filter the UI runs
     assert len(found) == len(result.rows) + 1  # the parent and every trial
