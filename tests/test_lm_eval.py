@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets.config
 import optuna
 import pytest
 from cli_harness import run_cli
@@ -21,6 +22,7 @@ from test_study import runs_of
 
 from autoprune.config import compose_config
 from autoprune.data import TextSource, evaluation_windows, read_text, tokenize
+from autoprune.errors import ConfigError
 from autoprune.study import run_study
 from autoprune.trial import run_trial
 from autoprune_plugins.scorers.lm_eval.continuation import (
@@ -152,6 +154,18 @@ def test_tasks_the_harness_cannot_score_are_one_line_before_compute(tmp_path):
         [line] = outcome.stderr.splitlines()
         assert f"scoring.lm_eval.tasks: {message}" in line
     assert run_cli(["scorers=[lm_eval]", "+scoring.lm_eval.tasks=[arc_easy]"], tmp_path, True).code is None
+
+
+def test_a_hub_task_out_of_reach_is_one_line_naming_the_local_task(context, monkeypatch, tmp_path):
+    """As where no hub can be reached: the `datasets` library offline, with an empty cache."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    scorer = LmEval().bind({"tasks": [TASK, "arc_easy"], "limit": 5})
+    with pytest.raises(ConfigError) as raised:
+        scorer.score(dataclasses.replace(context, cache={}))
+    [line] = str(raised.value).splitlines()
+    assert line.startswith("scoring.lm_eval.tasks: could not load the data of arc_easy (ConnectionError")
+    assert line.endswith(f"without a hub, evaluate on the project's own task (scoring.lm_eval.tasks=[{TASK}])")
 
 
 def test_without_the_extra_the_plugin_loads_and_selecting_it_fails_before_compute(tmp_path):

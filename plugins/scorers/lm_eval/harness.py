@@ -62,8 +62,6 @@ def _metrics(entry: Any) -> set[str]:
 def check_harness_tasks(names: Sequence[str]) -> None:
     """Refuse a name the harness does not know, a tag (it has no accuracy of its own) and a task
     without an accuracy metric, before any compute."""
-    from lm_eval.tasks._index import Kind
-
     index = task_manager(True).task_index
     for name in names:
         entry = index.get(name)
@@ -73,13 +71,13 @@ def check_harness_tasks(names: Sequence[str]) -> None:
             raise ConfigError(
                 f"scoring.lm_eval.tasks: lm-eval has no task {name!r}; {near}list them with `lm-eval ls tasks`"
             )
-        if entry.kind is Kind.TAG:
+        if entry.kind.name == "TAG":
             members = ", ".join(sorted(entry.tags)[:5])
             raise ConfigError(
                 f"scoring.lm_eval.tasks: {name!r} is a tag of lm-eval tasks, which has no accuracy of its own; "
                 f"name its tasks instead (e.g. {members})"
             )
-        if entry.kind is not Kind.PY_TASK and "acc" not in _metrics(entry):
+        if entry.kind.name != "PY_TASK" and "acc" not in _metrics(entry):  # a Python task: told when it runs
             raise ConfigError(
                 f"scoring.lm_eval.tasks: lm-eval task {name!r} reports no accuracy (acc); "
                 "choose a multiple-choice task such as arc_easy or hellaswag"
@@ -136,7 +134,14 @@ def accuracies(
         with offline():
             local = [str(local_tasks[name]) for name in tasks if name in local_tasks]
             built = list(manager.load(local)["tasks"].values()) if local else []
-        loaded = manager.load([*built, *harness_tasks])
+        try:
+            loaded = manager.load([*built, *harness_tasks])
+        except Exception as error:  # datasets raises many types for an unreachable hub
+            raise ConfigError(
+                f"scoring.lm_eval.tasks: could not load the data of {', '.join(harness_tasks)} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "without a hub, evaluate on the project's own task (scoring.lm_eval.tasks=[autoprune_continuation])"
+            ) from error
         for task in loaded["tasks"].values():
             task.set_config(key="num_fewshot", value=0)
         harness_model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
