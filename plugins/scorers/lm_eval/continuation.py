@@ -1,7 +1,7 @@
 """The project's own multiple-choice task: the true end of a held-out sentence among the ends of others.
 
-Built at run time from the study's evaluation text (the embedded model's held-out docstrings by
-default), so no third-party data is needed and the model never trained on it. For each sentence of
+Built at run time from the study's evaluation text (by default the embedded model's held-out
+docstrings, which it never trained on), so no third-party data is needed. For each sentence of
 plain prose, the context is the sentence without its last `ENDING_WORDS` words, after at most
 `LEAD_WORDS` words of its paragraph before it; the answer is those last words; the distractors are
 the last words of other sentences of the same text, drawn among those of the nearest length in
