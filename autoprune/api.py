@@ -7,7 +7,8 @@ api.prune(model, calibration, metric="wanda", sparsity=0.5)        # or pattern=
 api.perplexity(model, token_ids)                                   # 1-D ids or 2-D windows
 
 model, new_cache = api.load_compressed("exported")                 # a directory `autoprune export` wrote
-model.generate(ids, past_key_values=new_cache())                   # with the searched KV cache
+model.generate(ids, cache=new_cache())                             # with the searched KV cache
+                                                                   # (past_key_values= before transformers renamed it)
 model, new_cache = api.reproduce("exported/recipe.yaml")           # rebuilt from the dense model
 """
 
@@ -91,8 +92,8 @@ def perplexity(model: nn.Module, token_ids: Tensor, context: int | None = None) 
 
 def load_compressed(directory: str | Path, device: str = "cpu") -> tuple[nn.Module, Callable[[], Any]]:
     """A checkpoint `autoprune export` wrote, with its recipe's run-time settings applied (the
-    searched KV-cache bits), and the factory of its KV cache: `generate(..., past_key_values=new_cache())`
-    runs with them (a fresh cache per call; None, transformers' own, when nothing was searched)."""
+    searched KV-cache bits), and the factory of its KV cache: `generate(..., cache=new_cache())`
+    (`past_key_values=` in transformers releases before the rename, `plugin.cache_keyword`) runs with them (a fresh cache per call; None, transformers' own, when nothing was searched)."""
     recipe = read_recipe(directory)
     model = load_checkpoint(directory, recipe.config["model"]["dtype"], device)
     return model, apply_runtime(model, recipe.runtime, build_registry())

@@ -74,7 +74,7 @@ def model_card(recipe: Recipe, path: str) -> str:
             "```python",
             "from autoprune.api import load_compressed",
             f"model, new_cache = load_compressed({path!r})",
-            "model.generate(input_ids, past_key_values=new_cache())",
+            "model.generate(input_ids, past_key_values=new_cache())  # cache=new_cache() where transformers renamed it",
             "```",
         ]
     versions = ", ".join(f"{name} {version}" for name, version in recipe.versions.items())

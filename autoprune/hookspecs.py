@@ -101,6 +101,6 @@ def register_scorers() -> list[Scorer]:
     declares, are the objectives of the study and the axes of its Pareto front. A scorer measures
     the model as the trial's compressors left it, runtime included: calling the model runs any
     attention function a compressor installed; a scorer that generates passes
-    `context.runtime.new_cache()` as `past_key_values` (None: transformers' default cache); one
+    `context.runtime.new_cache()` under `cache_keyword(model)` (None: transformers' default cache); one
     that sizes memory asks `context.kv_cache_bytes(tokens, batch)` at `context.serving_shape()`.
     """

@@ -20,8 +20,9 @@ What is here:
   `AllocationUnit` and `DecoderLayout` (the model's structure), `GRANULARITIES` (the allocation
   granularities), `Registry` (the installed components, given to `Compressor.check`) and
   `WeightSnapshot` (a copy of weights to restore from), `Runtime` (`StudyContext.runtime`: how the model
-  runs beyond its weights, such as the KV cache `generate()` must use) and `attention_shape`
-  (key/value heads and head dimension of a model config).
+  runs beyond its weights, such as the KV cache `generate()` must use), `attention_shape`
+  (key/value heads and head dimension of a model config), and `cache_keyword` / `returned_cache`
+  (the name a model takes and returns its KV cache under, which transformers renamed).
 - `ConfigError`, the error a component raises for an invalid setting, `possible_values`,
   the values one search-space entry can take, and `is_number`, whether a value is a finite
   number (not a boolean), for `check` methods.
@@ -48,7 +49,7 @@ from autoprune.journal import Journal
 from autoprune.model import GRANULARITIES, AllocationUnit, DecoderLayout
 from autoprune.progress import progress
 from autoprune.registry import Registry
-from autoprune.runtime import Runtime, attention_shape
+from autoprune.runtime import Runtime, attention_shape, cache_keyword, returned_cache
 from autoprune.snapshot import WeightSnapshot
 from autoprune.space import possible_values
 from autoprune.validation import is_number
@@ -73,8 +74,10 @@ __all__ = [
     "StudyContext",
     "WeightSnapshot",
     "attention_shape",
+    "cache_keyword",
     "hookimpl",
     "is_number",
     "possible_values",
     "progress",
+    "returned_cache",
 ]

@@ -8,7 +8,8 @@ without knowing which compressor set it:
 
 - a scorer that calls the model (perplexity) needs nothing: the attention function is installed
   on the model itself, through `journal.on_undo`, by the compressor;
-- a scorer that generates passes `runtime.new_cache()` as `past_key_values` (None: the default cache);
+- a scorer that generates passes `runtime.new_cache()` under `cache_keyword(model)` (None: the
+  default cache);
 - a scorer that sizes memory asks `StudyContext.kv_cache_bytes(tokens, batch)`, which uses
   `runtime.cache_bytes` when a compressor set one and sizes the model's plain cache otherwise;
 - `runtime.settings` says, per compressor name, what the state is (per-layer bits, say), for records
@@ -17,6 +18,7 @@ without knowing which compressor set it:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,18 @@ class Runtime:
                 setattr(self, name, value)
 
         journal.on_undo(undo)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword the model's forward and `generate()` take a KV cache under: `cache` in the
+    transformers releases that renamed it (which warn on the old name), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned, under either name (see `cache_keyword`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def attention_shape(config: Any) -> tuple[int, int]:

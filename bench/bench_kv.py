@@ -46,6 +46,7 @@ def main() -> None:
     from autoprune.journal import Journal
     from autoprune.pareto import pareto_front
     from autoprune.plan import prepare
+    from autoprune.runtime import cache_keyword
     from autoprune.space import SearchSpace
     from autoprune.trial import run_trial
 
@@ -131,7 +132,7 @@ def main() -> None:
         kv.apply(context, {"bits": bits, **constants}, journal)
         cache = context.runtime.new_cache()
         with torch.no_grad():
-            context.model(window, past_key_values=cache)
+            context.model(window, **{cache_keyword(context.model): cache})
         journal.restore()
         if bits == 16:
             formula = 2 * heads * head_dim * element * tokens
@@ -176,6 +177,8 @@ def search(space, blocks: int, seeds: list[int], args, objective) -> list[dict]:
 
 def decode_ms(context, new_cache, prompt: torch.Tensor, args) -> float:
     """Median milliseconds per decoded token, the prefill's time taken out."""
+    from autoprune.runtime import cache_keyword
+
     model = context.model
 
     def run(new_tokens: int) -> float:
@@ -183,7 +186,11 @@ def decode_ms(context, new_cache, prompt: torch.Tensor, args) -> float:
         started = time.perf_counter()
         with torch.no_grad():
             model.generate(
-                prompt, past_key_values=cache, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+                prompt,
+                **{cache_keyword(model): cache},
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
             )
         return time.perf_counter() - started
 

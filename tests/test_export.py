@@ -27,6 +27,7 @@ from autoprune.model import load_model
 from autoprune.pick import parse_pick, pick_trial
 from autoprune.recipe import read_recipe, windows_hash
 from autoprune.records import read_study
+from autoprune.runtime import cache_keyword
 from autoprune.study import run_study
 from conftest import TINY, study_overrides
 
@@ -159,7 +160,7 @@ def test_load_compressed_runs_the_searched_kv_bits(sampled_export, evaluation):
     assert api.perplexity(model, evaluation) == pytest.approx(trial.values[0], rel=1e-4)
     cache = new_cache()
     prompt = evaluation[:1, :40]
-    generated = model.generate(prompt, past_key_values=cache, max_new_tokens=8, do_sample=False)
+    generated = model.generate(prompt, **{cache_keyword(model): cache}, max_new_tokens=8, do_sample=False)
     assert generated.shape == (1, 48) and torch.equal(generated[:, :40], prompt)
     assert [layer.spec.key_bits for layer in cache.layers] == runtime["key_bits"]
     assert [layer.spec.value_bits for layer in cache.layers] == runtime["value_bits"]

@@ -14,6 +14,7 @@ from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.model import decoder_layout
+from autoprune.runtime import cache_keyword
 from autoprune.trial import run_trial
 from autoprune_plugins.compressors.kv_cache.attention import SPEC
 from autoprune_plugins.compressors.kv_cache.cache import PackedCache
@@ -150,10 +151,12 @@ def test_decoding_through_the_packed_cache_gives_the_accuracy_paths_logits(tiny,
             KVCache().apply(context, mixed(context), journal)
             window = model(ids).logits
             cache = context.runtime.new_cache()
-            one_by_one = torch.cat([model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(96)], 1)
+            one_by_one = torch.cat(
+                [model(ids[:, t : t + 1], **{cache_keyword(model): cache}).logits for t in range(96)], 1
+            )
             cache = context.runtime.new_cache()
-            prompt = model(ids[:, :41], past_key_values=cache).logits  # a prompt, then decoding
-            rest = [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(41, 96)]
+            prompt = model(ids[:, :41], **{cache_keyword(model): cache}).logits  # a prompt, then decoding
+            rest = [model(ids[:, t : t + 1], **{cache_keyword(model): cache}).logits for t in range(41, 96)]
             journal.restore()
         assert (one_by_one - window).abs().max() < 1e-4
         assert (torch.cat([prompt, *rest], 1) - window).abs().max() < 1e-4
@@ -169,11 +172,11 @@ def test_at_16_bits_greedy_generation_equals_the_default_caches(tiny, llama, whi
     journal = Journal()
     options = {"max_new_tokens": 40, "do_sample": False, "attention_mask": mask, "pad_token_id": 0}
     with torch.no_grad():
-        default = model.generate(ids, past_key_values=DynamicCache(), **options)
+        default = model.generate(ids, **{cache_keyword(model): DynamicCache()}, **options)
         KVCache().apply(context, {"bits": 16, "group_size": 16, "residual": 16}, journal)
         cache = context.runtime.new_cache()
         assert isinstance(cache, PackedCache)
-        packed = model.generate(ids, past_key_values=cache, **options)
+        packed = model.generate(ids, **{cache_keyword(model): cache}, **options)
         journal.restore()
     assert torch.equal(packed, default)
     assert cache.get_seq_length() == 24 + 40 - 1
@@ -191,7 +194,7 @@ def test_the_cache_holds_what_the_objective_counts_and_what_the_formula_says(tin
         with torch.no_grad():
             KVCache().apply(context, {"bits": bits, "group_size": group, "residual": residual}, journal)
             cache = context.runtime.new_cache()
-            model(torch.randint(3, 4096, (2, tokens)), past_key_values=cache)
+            model(torch.randint(3, 4096, (2, tokens)), **{cache_keyword(model): cache})
             sized = context.kv_cache_bytes(tokens, 2)
             journal.restore()
         formula = blocks * 2 * 2 * heads * head_dim * ((tokens - residual) * (bits + 32 / group) / 8 + 2 * residual)
@@ -223,7 +226,7 @@ def test_composes_with_pruning_and_layer_removal_and_is_undone(tiny_context):
 
         def score(self, context):
             cache = context.runtime.new_cache()
-            seen["tokens"] = model.generate(ids, past_key_values=cache, max_new_tokens=12, do_sample=False)
+            seen["tokens"] = model.generate(ids, **{cache_keyword(model): cache}, max_new_tokens=12, do_sample=False)
             seen["used"] = [i for i, layer in enumerate(cache.layers) if layer.is_initialized]
             seen["bytes"] = (cache.nbytes, context.kv_cache_bytes(cache.get_seq_length(), 1))
             seen["specs"] = {m.layer_idx: getattr(m, SPEC) for b in context.layout.blocks for m in attention_modules(b)}
@@ -286,7 +289,7 @@ def test_generate_works_when_block_0_is_gone(tiny_context):
     options = {"max_new_tokens": 30, "do_sample": False}
     with torch.no_grad():
         cache = context.runtime.new_cache()
-        packed = model.generate(ids, past_key_values=cache, **options)
+        packed = model.generate(ids, **{cache_keyword(model): cache}, **options)
         recomputed = model.generate(ids, use_cache=False, **options)
     journal.restore()
     assert not cache.layers[0].is_initialized and cache.get_seq_length() == 49
@@ -300,9 +303,15 @@ def test_quantized_padded_batches_stay_finite_and_rows_independent(tiny, llama, 
     mask[0, :40] = 0  # whole groups of padding, so some groups hold only padding
     context = context_for(model)
     journal = Journal()
+    other, other_mask = ids.clone(), mask.clone()
+    other[0], other_mask[0, :40] = (ids[0] + 7) % model.config.vocab_size, 1  # row 0: other tokens, other padding
     with torch.no_grad():
         KVCache().apply(context, {"bits": 2, "group_size": 16, "residual": 0}, journal)
-        padded, alone = model(ids, attention_mask=mask).logits, model(ids[1:]).logits
+        padded, beside_other = model(ids, attention_mask=mask).logits, model(other, attention_mask=other_mask).logits
+        alone = model(ids[1:]).logits
         journal.restore()
     assert torch.isfinite(padded[0, 40:]).all() and torch.isfinite(padded[1]).all()
-    assert (padded[1] - alone[0]).abs().max() < 1e-4
+    # Row 1 sees nothing of row 0. Compared with row 1 run alone, a batch's kernels may round the
+    # last bit differently, which 2-bit codes can turn into a neighbouring code: close, not equal.
+    assert torch.equal(padded[1], beside_other[1])
+    assert (padded[1] - alone[0]).abs().max() < 1e-2

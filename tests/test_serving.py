@@ -16,14 +16,14 @@ from autoprune.context import Serving
 from autoprune.journal import Journal
 from autoprune.model import decoder_layout
 from autoprune.plan import prepare
-from autoprune.runtime import Runtime, plain_cache_bytes
+from autoprune.runtime import Runtime, plain_cache_bytes, returned_cache
 
 
 def transformers_cache_bytes(model: nn.Module, tokens: int, batch: int) -> int:
     """Bytes of the DynamicCache a forward pass of `tokens` tokens for `batch` sequences leaves."""
     ids = torch.randint(0, model.config.vocab_size, (batch, tokens))
     with torch.no_grad():
-        cache = model(ids, use_cache=True).past_key_values
+        cache = returned_cache(model(ids, use_cache=True))
     return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.keys is not None)
 
 

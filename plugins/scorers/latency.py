@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from autoprune.plugin import ConfigError, Scorer, StudyContext, hookimpl, progress
+from autoprune.plugin import ConfigError, Scorer, StudyContext, cache_keyword, hookimpl, progress, returned_cache
 
 MEASURES = ("decode", "prefill")
 MIN_REPEATS = 5
@@ -103,13 +103,14 @@ def timed_generation(
     """One greedy generation of `new_tokens` after `prompt` ([1, P]) into `cache` (None: the model's
     default); returns (prefill ms, mean decode-step ms, the generated ids [1, N])."""
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keyword = cache_keyword(model)
     started = clock.now()
-    output = model(prompt, past_key_values=cache, use_cache=True, **last_only)  # as generate() prefills
+    output = model(prompt, use_cache=True, **{keyword: cache}, **last_only)  # as generate() prefills
     token = output.logits[:, -1:].argmax(-1)
     prefilled = clock.now()
     generated = [token]
     for _ in range(new_tokens - 1):
-        output = model(token, past_key_values=output.past_key_values, use_cache=True)
+        output = model(token, use_cache=True, **{keyword: returned_cache(output)})
         token = output.logits[:, -1:].argmax(-1)
         generated.append(token)
     finished = clock.now()
