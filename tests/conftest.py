@@ -28,8 +28,12 @@ def _migrated_mlflow_store() -> Path:
     return path
 
 
-def study_overrides(tmp_path: Path, name: str = "test", trials: int = 3, fresh_mlflow: bool = False) -> list[str]:
-    """Hydra overrides for a real but small study whose records all live under tmp_path.
+def study_overrides(
+    tmp_path: Path, name: str = "test", trials: int = 3, fresh_mlflow: bool = False, space: str = "prune"
+) -> list[str]:
+    """Hydra overrides for a real but small study whose records all live under tmp_path: the prune
+    space (or `space`) with perplexity and size as objectives, the cheapest to measure; the tests of
+    the default study and of each scorer choose theirs.
 
     The MLflow store starts as a copy of an empty, already-migrated one (`fresh_mlflow`: no file at
     all, for tests that check nothing is written)."""
@@ -41,6 +45,8 @@ def study_overrides(tmp_path: Path, name: str = "test", trials: int = 3, fresh_m
         f"calibration.cache_dir={tmp_path}/stats",
         f"study.name={name}",
         f"search.n_trials={trials}",
+        f"space={space}",
+        "scorers=[perplexity,size]",
         "data.calib_windows=16",
         "data.eval_windows=8",
     ]

@@ -41,7 +41,7 @@ def test_plugins_with_autoload_off_lists_none():
         ),
         (
             ["scorers=[perplexity,latency9]"],
-            "unknown scorer 'latency9'; known scorers: kv_cache, memory, perplexity, size",
+            "unknown scorer 'latency9'; known scorers: kv_cache, latency, lm_eval, memory, perplexity, size",
         ),
         (["search.sampler=cmaes"], "unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),
         (["+search=cmaes"], "Could not find 'search/cmaes'; available options: nsga3, random, tpe"),
@@ -72,7 +72,9 @@ def test_plugins_with_autoload_off_lists_none():
     ],
 )
 def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):
-    result = autoprune(*overrides, *study_overrides(tmp_path, fresh_mlflow=True), cwd=tmp_path)
+    space = next((o.removeprefix("space=") for o in overrides if o.startswith("space=")), "prune")
+    rest = [o for o in overrides if not o.startswith("space=")]
+    result = autoprune(*study_overrides(tmp_path, fresh_mlflow=True, space=space), *rest, cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("autoprune: error: ") and message in line
@@ -103,7 +105,7 @@ def test_opt_model_config_with_a_local_checkpoint_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "model opt-1.3b" in result.stdout
-    assert "Pareto set" in result.stdout
+    assert "Pareto front" in result.stdout
     assert "[2/2]" in result.stdout
 
 

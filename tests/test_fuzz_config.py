@@ -27,7 +27,7 @@ from autoprune.config import CONFIG_DIR, AutopruneConfig
 from autoprune.registry import build_registry
 
 EXAMPLES_PER_KEY = 4
-BASES = ([], ["space=layers"], ["space=meta"], ["space=optishear"], ["space=joint"], ["+search=nsga3"])
+BASES = ([], ["space=prune"], ["space=layers"], ["space=meta"], ["space=optishear"], ["+search=nsga3"])
 UNKNOWN = ["+nope", "+model.nope", "+data.calibration.nope", "+space.prune.nope", "+space.nope.count", "+search.nope"]
 tried = {"inputs": 0, "refused": 0, "valid": 0}
 

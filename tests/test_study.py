@@ -213,13 +213,13 @@ class InterruptsSecondTrial(Scorer):
     objectives = {"calls": "minimize"}
 
     def __init__(self):
-        self.calls = 0
+        self.calls = [0]  # shared by the copies each study binds, so the count spans both runs
 
     def score(self, context):
-        self.calls += 1
-        if self.calls == 2:
+        self.calls[0] += 1
+        if self.calls[0] == 2:
             raise KeyboardInterrupt
-        return {"calls": float(self.calls)}
+        return {"calls": float(self.calls[0])}
 
 
 def test_ctrl_c_records_the_trial_as_killed_and_the_study_resumes(tmp_path):
@@ -326,7 +326,7 @@ def test_a_study_that_only_fails_stops_with_an_error(tmp_path):
 
 @pytest.mark.parametrize("space", ["optishear", "layers"])
 def test_the_shipped_layerwise_spaces_run(tmp_path, space):
-    overrides = [*study_overrides(tmp_path, name=space, trials=3), f"space={space}", "baselines.sparsities=[0.5]"]
+    overrides = [*study_overrides(tmp_path, name=space, trials=3, space=space), "baselines.sparsities=[0.5]"]
     result = run_study(compose_config(overrides))
     assert len(result.rows) == 3
     _, _, children = runs_of(tmp_path, space)
@@ -398,8 +398,8 @@ def test_the_joint_space_searches_pruning_and_kv_bits_together(tmp_path, sampler
     KV cache."""
     name = f"joint-{sampler}"
     overrides = [
-        *study_overrides(tmp_path, name=name, trials=3),
-        "space=joint",
+        *study_overrides(tmp_path, name=name, trials=3, space="joint"),
+        "scorers=[perplexity,size,kv_cache]",
         f"+search={sampler}",
         "baselines.allocations=[]",
         "baselines.kv_bits=[2]",

@@ -90,8 +90,13 @@ COMMAND_LINE = [  # Hydra's own errors: parsing, config groups, keys that need `
 
 SPACE = [  # search-space entries and the keys each compressor section takes
     case("+space.prune.patern=2:4", says="unknown key space.prune.patern; did you mean space.prune.pattern?"),
-    case("+scoring.nope.x=1", says="scoring.nope: unknown scorer 'nope'; known scorers: kv_cache, memory, perplexity"),
-    case("+scoring.perplexity.x=1", says="scoring.perplexity: unknown key 'x'; the perplexity scorer takes: no settings"),
+    case(
+        "+scoring.nope.x=1",
+        says="scoring.nope: unknown scorer 'nope'; known scorers: kv_cache, latency, lm_eval, memory, perplexity",
+    ),
+    case(
+        "+scoring.perplexity.x=1", says="scoring.perplexity: unknown key 'x'; the perplexity scorer takes: no settings"
+    ),
     case("+scoring.perplexity=3", says="scoring.perplexity must be a mapping of settings, got 3"),
     case("+space.prune.sparsity.kind=float", says="space.prune.sparsity has unknown keys ['kind']"),
     case("+space.nope.x=1", says="unknown compressor 'nope'; known compressors: kv_cache, prune, remove_layers"),
