@@ -91,10 +91,16 @@ def kv_baselines(space: SearchSpace, widths: list[int], blocks: int | None = Non
         return []
     section = space.section(KV_CACHE)
     names = ("bits",) if "bits" in section else ("key_bits", "value_bits")
+    switch = section.get("quantize")
+    if switch is not None and True not in _options(switch, None):
+        log.info(f"baselines: skipping uniform KV, space.{KV_CACHE}.quantize is false")
+        return []
     baselines = []
     for bits in widths:
         label = f"uniform KV {bits}-bit"
         params, overrides = {}, {}
+        if switch is not None and switch.kind != "constant":
+            params[switch.key] = True  # the bits are sampled only when the cache is quantized
         for name in names:
             parameter = section.get(name)
             if parameter is None or bits not in _options(parameter, None):

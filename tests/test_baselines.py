@@ -135,3 +135,20 @@ def test_the_bits_shorthand_is_overridden_as_bits():
 def test_no_kv_baselines_when_turned_off_or_without_a_kv_cache_section():
     assert kv_baselines_of(KV, kv_bits=[]) == []
     assert all("KV" not in b.name for b in baselines_of(SEARCHED))
+
+
+def test_with_a_quantize_switch_a_kv_baseline_enqueues_it_on_and_none_is_made_when_it_is_off(caplog):
+    """The joint space samples the bits only when `quantize` is true: a uniform-KV baseline must
+    turn it on, or the sampler could drop the very bits the baseline fixes."""
+    when_on = {**PER_LAYER_BITS, "when": {"quantize": [True]}}
+    switched = {"quantize": {"choices": [False, True]}, "key_bits": when_on, "value_bits": when_on}
+    space = SearchSpace.parse({"prune": SEARCHED, "kv_cache": switched})
+    [four] = [b for b in build_baselines(space, BaselinesConfig(), blocks=6) if b.name == "uniform KV 4-bit"]
+    study = optuna.create_study()
+    study.enqueue_trial(four.params)
+    trial = study.ask()
+    sample = space.sample(trial, {"prune": 6, "kv_cache": 6}, four.overrides)
+    assert sample == {"kv_cache": {"quantize": True, "key_bits": [4] * 6, "value_bits": [4] * 6}}
+    with caplog.at_level("INFO", logger="autoprune"):
+        assert kv_baselines_of({**switched, "quantize": False}) == []
+    assert "skipping uniform KV, space.kv_cache.quantize is false" in caplog.text

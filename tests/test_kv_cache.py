@@ -4,6 +4,7 @@ cache `generate()` runs with, on the embedded OPT and on a random Llama with gro
 import copy
 import dataclasses
 
+import optuna
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,7 +15,8 @@ from autoprune.context import StudyContext
 from autoprune.errors import ConfigError
 from autoprune.journal import Journal
 from autoprune.model import decoder_layout
-from autoprune.runtime import cache_keyword
+from autoprune.runtime import cache_keyword, plain_cache_bytes
+from autoprune.space import SearchSpace
 from autoprune.trial import run_trial
 from autoprune_plugins.compressors.kv_cache.attention import SPEC
 from autoprune_plugins.compressors.kv_cache.cache import PackedCache
@@ -31,6 +33,8 @@ from autoprune_plugins.compressors.kv_cache.quantizer import (
 )
 from autoprune_plugins.compressors.remove_layers import RemoveLayers
 
+PER_LAYER = {"choices": [2, 4, 16], "per_layer": True}
+ALL_4_BITS = {f"kv_cache.key_bits.{layer}": 4 for layer in range(6)}
 MIXED = {"key_bits": [2, 3, 4, 6, 8, 16], "value_bits": [3, 2, 6, 4, 16, 8], "group_size": 16, "residual": 16}
 
 
@@ -117,6 +121,30 @@ def test_at_16_bits_the_logits_are_bit_identical(tiny, llama, which, padded):
         full = model(ids, attention_mask=mask).logits
         journal.restore()
     assert torch.equal(full, dense)
+
+
+def test_quantize_false_leaves_the_model_and_its_cache_as_transformers_runs_them(tiny):
+    """The joint space's switch: with quantize false the bits are not even sampled, and the
+    trial's model keeps transformers' attention and default cache, at full precision."""
+    model = tiny[0]
+    ids, _ = batch(model.config.vocab_size, False)
+    context = context_for(model)
+    base = model.config._attn_implementation
+    with torch.no_grad():
+        dense = model(ids).logits
+        journal = Journal()
+        info = KVCache().apply(context, {"quantize": False, "key_bits": 2, "value_bits": 2}, journal)
+        assert model.config._attn_implementation == base and context.runtime.new_cache is None
+        assert context.kv_cache_bytes(128, 1) == plain_cache_bytes(model, context.layout, 128, 1)
+        assert torch.equal(model(ids).logits, dense)
+        journal.restore()
+    assert info["key_bits"] == info["value_bits"] == [16] * len(context.layout)
+    space = SearchSpace.parse(
+        {"kv_cache": {"quantize": {"choices": [False, True]}, "key_bits": {**PER_LAYER, "when": {"quantize": [True]}}}}
+    )
+    for switch in (False, True):
+        sample = space.sample(optuna.trial.FixedTrial({"kv_cache.quantize": switch, **ALL_4_BITS}), {"kv_cache": 6})
+        assert ("key_bits" in sample["kv_cache"]) is switch
 
 
 @pytest.mark.parametrize("which", ["opt", "llama"])

@@ -403,6 +403,7 @@ def test_the_joint_space_searches_pruning_and_kv_bits_together(tmp_path, sampler
         f"+search={sampler}",
         "baselines.allocations=[]",
         "baselines.kv_bits=[2]",
+        "space.kv_cache.quantize=true",  # the bits are sampled in every trial
     ]
     result = run_study(compose_config(overrides))
     assert [row["trial"] for row in result.rows] == [0, 1, 2]

@@ -3,7 +3,9 @@
 Its section takes `key_bits` and `value_bits` (or `bits` for both), each a constant, `{choices:
 [...]}` or a per-layer family over the dense model's blocks, from {2, 3, 4, 6, 8, 16} (16: kept as
 is); `group_size` G (tokens per key group, channels per value group) and `residual` R (the newest
-tokens kept in full precision). A trial's settings go to two places, both undone by the journal:
+tokens kept in full precision); and `quantize` (default true): false leaves the model and its cache
+as transformers runs them, so that a search can weigh a quantized cache against none at all (the
+bits then depend on it: `key_bits: {..., when: {quantize: [true]}}`). A trial's settings go to two places, both undone by the journal:
 each attention module carries its layer's `LayerSpec` and the model runs `attention.py`'s function
 (the accuracy path every scorer sees), and `context.runtime` gets the factory of the packed cache
 for `generate()` and that cache's size for the memory objectives.
@@ -66,9 +68,14 @@ def _describe(entry: Any) -> str:
 
 class KVCache(Compressor):
     name = "kv_cache"
-    params = ("bits", "key_bits", "value_bits", "group_size", "residual")
+    params = ("quantize", "bits", "key_bits", "value_bits", "group_size", "residual")
 
     def check(self, space: Mapping[str, Any], registry: Registry) -> None:
+        switch = space.get("quantize", True)
+        if isinstance(switch, Mapping) and "choices" not in switch:
+            raise ConfigError(f"space.kv_cache.quantize must be true, false or {{choices: [...]}}, got {switch!r}")
+        if any(type(value) is not bool for value in possible_values(switch)):
+            raise ConfigError(f"space.kv_cache.quantize takes true or false, got {switch!r}")
         given = [key for key in BIT_KEYS if key in space]
         if not given:
             raise ConfigError("space.kv_cache sets no bits; add +space.kv_cache.bits=4 (or key_bits and value_bits)")
@@ -135,10 +142,17 @@ class KVCache(Compressor):
     def summary(self, space: Mapping[str, Any], layout: DecoderLayout) -> str:
         group, residual = (space.get(name, default) for name, default in DEFAULTS.items())
         bits = ", ".join(f"{key} {_describe(space[key])}" for key in BIT_KEYS if key in space)
-        return f"{bits}; groups of {group}, at least the newest {residual} tokens kept in full precision"
+        switch = space.get("quantize", True)
+        if switch is False:
+            return "not quantized (quantize: false)"
+        searched = "quantized or not; when quantized, " if isinstance(switch, Mapping) else ""
+        return f"{searched}{bits}; groups of {group}, at least the newest {residual} tokens kept in full precision"
 
     def apply(self, context: StudyContext, params: Mapping[str, Any], journal: Journal) -> dict[str, Any]:
         model, layout = context.model, context.layout
+        if not params.get("quantize", True):  # nothing installed: transformers' own attention and cache
+            full = [FULL] * len(layout)
+            return {"block": layout.block_names, "key_bits": full, "value_bits": full, "mean_bits": float(FULL)}
         modules = {m: m.layer_idx for block in layout.blocks for m in attention_modules(block)}
         blocks = max([*layout.slots, *modules.values()]) + 1
         specs = layer_specs(params, blocks)
