@@ -131,6 +131,8 @@ class AutopruneConfig:
     space: dict[str, Any] = field(default_factory=dict)  # checked by autoprune.space and each compressor
     scorers: list[str] = field(default_factory=lambda: ["perplexity", "size"], metadata=rules(Each(Text(100))))
     scoring: dict[str, Any] = field(default_factory=dict)  # scoring.<scorer>: its settings, checked by the scorer
+    # bounds a front trial must respect, e.g. 'memory_mb <= 12' (autoprune.constraints)
+    constraints: list[str] = field(default_factory=list, metadata=rules(Each(Text(200))))
     serving: ServingConfig = field(default_factory=ServingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)

@@ -67,7 +67,13 @@ def _choose(request: ExportRequest, records: StudyRecords) -> tuple[TrialRecord,
     """The trial, and how a rule chose it ("" when it is named)."""
     if request.trial is None:
         rule = parse_pick(request.pick or "", request.where, records.objectives)
-        number = pick_trial(rule, records.complete(), records.objectives, records.directions)
+        feasible = records.complete(feasible_only=True)
+        if records.complete() and not feasible:
+            raise ConfigError(
+                f"pick={rule}: none of the {len(records.complete())} completed trials of study {records.name} is "
+                "within its constraints; export one by number with trial=N"
+            )
+        number = pick_trial(rule, feasible, records.objectives, records.directions)
         return records.trials[number], f" (picked by {rule})"
     record = records.trials.get(request.trial)
     if record is None:

@@ -17,38 +17,15 @@ before anything is loaded.
 from __future__ import annotations
 
 import math
-import operator
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from autoprune.bounds import Bound, parse_bound
 from autoprune.components import Direction
 from autoprune.errors import ConfigError
 from autoprune.pareto import pareto_front
 
 RULES = "knee or best:<objective>"
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-}
-_BOUND = re.compile(r"\s*(?P<objective>[A-Za-z_][\w.]*)\s*(?P<op><=|>=|<|>)\s*(?P<limit>\S+)\s*")
-
-
-@dataclass(frozen=True)
-class Bound:
-    """`objective op limit`, e.g. memory_mb <= 12."""
-
-    objective: str
-    op: str
-    limit: float
-
-    def holds(self, value: float) -> bool:
-        return _OPERATORS[self.op](value, self.limit)
-
-    def __str__(self) -> str:
-        return f"{self.objective}{self.op}{self.limit:g}"
 
 
 @dataclass(frozen=True)
@@ -76,17 +53,14 @@ def parse_bounds(text: str, objectives: Sequence[str]) -> tuple[Bound, ...]:
     """`pick.where`'s bounds, each naming an objective of the study and a finite number."""
     bounds = []
     for part in text.split(","):
-        match = _BOUND.fullmatch(part)
-        try:
-            limit = float(match["limit"]) if match else math.nan
-        except ValueError:
-            limit = math.nan
-        if match is None or not math.isfinite(limit):
+        bound = parse_bound(part)
+        if bound is None:
             raise ConfigError(
                 f"pick.where={text}: {part.strip()!r} is not a bound; write <objective><op><number> with op one "
                 "of <= < >= >, several joined by commas, e.g. pick.where='memory_mb<=12'"
             )
-        bounds.append(Bound(_known(match["objective"], objectives, f"pick.where={text}"), match["op"], limit))
+        _known(bound.name, objectives, f"pick.where={text}")
+        bounds.append(bound)
     return tuple(bounds)
 
 
@@ -121,11 +95,11 @@ def pick_trial(
     if not complete:
         raise ConfigError(f"pick={rule}: the study has no completed trial yet; run it first")
     column = {name: index for index, name in enumerate(objectives)}
-    within = {n: v for n, v in complete.items() if all(b.holds(v[column[b.objective]]) for b in rule.bounds)}
+    within = {n: v for n, v in complete.items() if all(b.holds(v[column[b.name]]) for b in rule.bounds)}
     if not within:
         ranges = "; ".join(
-            f"{b.objective} ranges from {min(v[column[b.objective]] for v in complete.values()):.4g} to "
-            f"{max(v[column[b.objective]] for v in complete.values()):.4g}"
+            f"{b.name} ranges from {min(v[column[b.name]] for v in complete.values()):.4g} to "
+            f"{max(v[column[b.name]] for v in complete.values()):.4g}"
             for b in rule.bounds
         )
         raise ConfigError(f"pick.where: no complete trial is within {','.join(map(str, rule.bounds))} ({ranges})")

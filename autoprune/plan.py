@@ -18,8 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune.baselines import build_baselines
+from autoprune.bounds import Bound
 from autoprune.components import Compressor, Direction, Scorer
 from autoprune.config import AutopruneConfig, ServingConfig
+from autoprune.constraints import parse_constraints
 from autoprune.data import check_source
 from autoprune.errors import ConfigError
 from autoprune.model import check_context, check_model_source, checkpoint_config, checkpoint_positions
@@ -42,6 +44,7 @@ class Plan:
     scorers: list[Scorer]
     study_name: str
     baselines: list[Baseline] = field(default_factory=list)
+    constraints: tuple[Bound, ...] = ()
 
     @property
     def objectives(self) -> list[str]:
@@ -77,6 +80,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     plan = Plan(config, resolved, registry, space, compressors, scorers, study_name)
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
+    plan.constraints = parse_constraints(config.constraints, plan.objectives, [*config.scorers, *space.sections])
     check_fields(config, probes=True)
     check_stores_apart(config.study.storage, config.mlflow.tracking_uri)
     sequential = config.calibration.mode == "sequential"

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from autoprune.components import Direction
+from autoprune.constraints import is_feasible, violations_of
 from autoprune.errors import ConfigError
 from autoprune.search import BASELINE_ATTR, OBJECTIVES_ATTR, RUN_ID_ATTR, Baseline
 from autoprune.space import SearchSpace
@@ -42,6 +43,7 @@ class TrialRecord:
     params: dict[str, Any]  # flat `compressor.param[.layer]` values
     baseline: dict[str, Any] | None  # the BASELINE_ATTR user attribute of a baseline trial
     run_id: str | None  # its MLflow child run
+    feasible: bool = True  # within the study's constraints (see autoprune.constraints)
 
     @property
     def baseline_name(self) -> str | None:
@@ -61,12 +63,13 @@ class StudyRecords:
     directions: list[Direction]
     trials: dict[int, TrialRecord]
 
-    def complete(self) -> dict[int, list[float]]:
-        """Objective values of the completed trials, by number, in the order of `objectives`."""
+    def complete(self, feasible_only: bool = False) -> dict[int, list[float]]:
+        """Objective values of the completed trials (`feasible_only`: those within the study's
+        constraints), by number, in the order of `objectives`."""
         return {
             number: [trial.values[name] for name in self.objectives]
             for number, trial in self.trials.items()
-            if trial.state == "COMPLETE"
+            if trial.state == "COMPLETE" and (trial.feasible or not feasible_only)
         }
 
 
@@ -98,6 +101,7 @@ def read_study(storage: str, name: str) -> StudyRecords:
             dict(t.params),
             t.user_attrs.get(BASELINE_ATTR),
             t.user_attrs.get(RUN_ID_ATTR),
+            is_feasible(violations_of(t)),
         )
         for t in study.get_trials(deepcopy=False)
     }
