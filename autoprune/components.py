@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -222,3 +222,13 @@ class Scorer(ABC):
     def score(self, context: StudyContext) -> dict[str, float]:
         """Return a value for every key of `objectives`; further keys are logged as the trial's
         metrics (`<scorer>.<key>`, e.g. a spread or a ratio to the dense model), not optimised."""
+
+    def score_in_stages(self, context: StudyContext) -> Iterator[tuple[str, dict[str, float]]]:
+        """Multi-fidelity: cheap partial measurements first, each `(stage, {objective: partial
+        value})`, comparable across trials at the same stage (same data, lower fidelity); the last
+        is `("full", what score returns)`. The study may stop the trial after any stage but the
+        last (`autoprune.fidelity`). By default a scorer has the one full stage."""
+        yield FULL_STAGE, self.score(context)
+
+
+FULL_STAGE = "full"

@@ -20,7 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
 from autoprune.config import SearchConfig
+from autoprune.constraints import VIOLATIONS_ATTR, is_feasible, violations_of
 from autoprune.errors import ConfigError
+from autoprune.fidelity import STAGES_ATTR, Measured
 from autoprune.liveness import HEARTBEAT_ATTR, INTERVAL_ATTR, OWNER_ATTR, abandoned, close_owner, open_owner
 from autoprune.pareto import reference_point
 from autoprune.space import SearchSpace
@@ -79,6 +81,7 @@ class CompletedTrial:
     run_id: str | None
     baseline: str | None = None
     layers: dict[str, list[Any]] = field(default_factory=dict)
+    feasible: bool = True  # within the study's constraints
 
 
 WORKERS_ATTR = "autoprune.workers"  # how many runs have opened the study; each samples with its own seed
@@ -251,17 +254,45 @@ class OptunaSearch:
         return [baseline for baseline in baselines if baseline.name in set(names.values()) - complete]
 
     def tell(
-        self, trial: optuna.Trial, values: dict[str, float], layers: Mapping[str, list[Any]] | None = None
+        self,
+        trial: optuna.Trial,
+        values: dict[str, float],
+        layers: Mapping[str, list[Any]] | None = None,
+        stages: Mapping[str, Mapping[str, float]] | None = None,
+        violations: Sequence[float] | None = None,
     ) -> bool:
-        """Record a completed trial; False when another process had failed it first (its owner
-        looked dead: a heartbeat late by more than the grace period), so its result is dropped."""
+        """Record a completed trial (its cheap stages' values, for the multi-fidelity gate, and its
+        constraints' violations, which constrained samplers read); False when another process had
+        failed it first (its owner looked dead: a heartbeat late by more than the grace period), so
+        its result is dropped."""
         with self.lock():
             if self._finished(trial):
                 return False
             if layers:
                 trial.set_user_attr(LAYERS_ATTR, dict(layers))
+            if stages:
+                trial.set_user_attr(STAGES_ATTR, {key: dict(partial) for key, partial in stages.items()})
+            if violations:
+                trial.set_user_attr(VIOLATIONS_ATTR, list(violations))
             self.study.tell(trial, [values[name] for name in self.objectives])
         return True
+
+    def prune(self, trial: optuna.Trial, stages: Mapping[str, Mapping[str, float]]) -> bool:
+        """Record a trial the multi-fidelity gate stopped (PRUNED), with the stages it reached;
+        False when another process had failed it first."""
+        with self.lock():
+            if self._finished(trial):
+                return False
+            trial.set_user_attr(STAGES_ATTR, {key: dict(partial) for key, partial in stages.items()})
+            self.study.tell(trial, state=TrialState.PRUNED)
+        return True
+
+    def measured(self) -> list[Measured]:
+        """The completed trials as the multi-fidelity gate compares with them."""
+        return [
+            Measured(dict(zip(self.objectives, t.values)), t.user_attrs.get(STAGES_ATTR, {}))
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ]
 
     def complete_values(self) -> dict[int, list[float]]:
         """The objective values of every completed trial, by number."""
@@ -292,6 +323,7 @@ class OptunaSearch:
                 t.user_attrs.get(RUN_ID_ATTR),
                 (t.user_attrs.get(BASELINE_ATTR) or {}).get("name"),
                 t.user_attrs.get(LAYERS_ATTR, {}),
+                is_feasible(violations_of(t)),
             )
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ]

@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
+from autoprune.constraints import VIOLATIONS_ATTR, is_feasible, violations_of
 from autoprune.plots import layers_figure, pareto_figure, pareto_html, points_of
 from autoprune.report import front_rows, front_table
 from autoprune.review_links import VIEW_TAG_PREFIX, runs_view_state, view_key
@@ -35,6 +36,7 @@ log = logging.getLogger("autoprune")
 # every tag autoprune writes shares its prefix, so the UI lists them together
 ROLE, STUDY, TRIAL = "autoprune.role", "autoprune.study", "autoprune.trial"
 STATE, PARETO, ERROR, BASELINE = "autoprune.state", "autoprune.is_pareto", "autoprune.error", "autoprune.baseline"
+FEASIBLE = "autoprune.feasible"  # within the study's constraints (only when it has some)
 ERROR_TAG_CHARS = 4000  # the end of the exception's message fits an MLflow tag
 HYPERVOLUME = "hypervolume"  # the parent's step metric: the front's hypervolume after each completed trial
 
@@ -202,16 +204,20 @@ class StudyTracker:
         error: BaseException | None = None,
         layers: Mapping[str, list[Any]] | None = None,
         again: bool = False,
+        feasible: bool | None = None,
     ) -> None:
         """Close a trial's run; its per-layer lists (units, ratios, ...) become one table per
         compressor. A failed trial's `error` becomes the `autoprune.error` tag (the exception itself,
         what the run page shows) and `error.txt` (the whole traceback). `again`: a killed run may have
-        written some of it already."""
+        written some of it already. A study with constraints tags a completed trial's run with
+        `feasible`; a PRUNED trial (stopped by the multi-fidelity gate) ends FINISHED."""
         for compressor, table in per_compressor_tables(layers or {}).items():
             if again:
                 self._remove_artifact(run_id, f"{compressor}_layers.json")
             self._log_table(run_id, table, f"{compressor}_layers.json")
         tags = [RunTag(STATE, state)]
+        if feasible is not None:
+            tags.append(RunTag(FEASIBLE, str(feasible).lower()))
         if error is not None:
             self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
             exception = "".join(traceback.format_exception_only(error)).strip()
@@ -222,7 +228,7 @@ class StudyTracker:
             metrics=[Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()],
             tags=tags,
         )
-        self.client.set_terminated(run_id, status="FINISHED" if state == "COMPLETE" else "FAILED")
+        self.client.set_terminated(run_id, status="FINISHED" if state in ("COMPLETE", "PRUNED") else "FAILED")
 
     def reconcile(
         self, trials: Mapping[int, FrozenTrial], objectives: Sequence[str], abandoned: Callable[[FrozenTrial], bool]
@@ -243,7 +249,10 @@ class StudyTracker:
                     None,
                     trial.user_attrs.get(LAYERS_ATTR),
                     again=True,
+                    feasible=is_feasible(violations_of(trial)) if VIOLATIONS_ATTR in trial.user_attrs else None,
                 )
+            elif trial.state == TrialState.PRUNED and linked:
+                self.end_trial(run.info.run_id, "PRUNED", None, None)
             else:
                 self.mark_killed(run.info.run_id)
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from autoprune.components import Compressor, Scorer
+from autoprune.components import FULL_STAGE, Compressor, Scorer
 from autoprune.context import StudyContext
 from autoprune.errors import AutopruneError
+from autoprune.fidelity import Gate
 from autoprune.journal import Journal
 
 
@@ -25,6 +26,7 @@ class TrialResult:
     values: dict[str, float]  # objective name -> value
     info: dict[str, Any]  # facts the compressors reported, e.g. per-layer ratios
     seconds: dict[str, float] = field(default_factory=dict)  # compress / score / restore
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # "<scorer>/<stage>" -> partial values
 
 
 class TrialError(AutopruneError):
@@ -47,14 +49,35 @@ def compress(
     return info
 
 
+def _staged(scorer: Scorer) -> bool:
+    return type(scorer).score_in_stages is not Scorer.score_in_stages
+
+
 @torch.no_grad()
-def measure(context: StudyContext, scorers: Sequence[Scorer]) -> tuple[dict[str, float], dict[str, Any]]:
-    """Every scorer's objectives (each must be present and finite) and its further figures as
-    `<scorer>.<key>`."""
+def measure(
+    context: StudyContext, scorers: Sequence[Scorer], gate: Gate | None = None
+) -> tuple[dict[str, float], dict[str, Any], dict[str, dict[str, float]]]:
+    """Every scorer's objectives (each must be present and finite), its further figures as
+    `<scorer>.<key>`, and the partial values of its cheap stages as `"<scorer>/<stage>"`.
+
+    With a `gate` (multi-fidelity, `autoprune.fidelity`) the scorers with one stage run first and
+    a staged scorer's stages are checked as they come: the gate raises `TrialStopped` to stop the
+    trial. Without one every scorer measures in full, in the given order, at no extra cost."""
     values: dict[str, float] = {}
     info: dict[str, Any] = {}
-    for scorer in scorers:
-        measured = scorer.score(context)
+    stages: dict[str, dict[str, float]] = {}
+    ordered = sorted(scorers, key=_staged) if gate else scorers
+    for scorer in ordered:
+        if gate and _staged(scorer):
+            for stage, partial in scorer.score_in_stages(context):
+                if stage == FULL_STAGE:
+                    measured = partial
+                    break
+                key = f"{scorer.name}/{stage}"
+                stages[key] = {name: float(partial[name]) for name in scorer.objectives if name in partial}
+                gate.check(key, stages[key], values, stages)
+        else:
+            measured = scorer.score(context)
         missing = set(scorer.objectives) - set(measured)
         if missing:
             raise TrialError(f"scorer {scorer.name!r} returned no value for {sorted(missing)}")
@@ -64,7 +87,7 @@ def measure(context: StudyContext, scorers: Sequence[Scorer]) -> tuple[dict[str,
                 raise TrialError(f"scorer {scorer.name!r} returned {value} for {name!r}")
             values[name] = value
         info.update({f"{scorer.name}.{k}": v for k, v in measured.items() if k not in scorer.objectives})
-    return values, info
+    return values, info, stages
 
 
 @torch.no_grad()
@@ -73,19 +96,21 @@ def run_trial(
     compressors: Sequence[Compressor],
     scorers: Sequence[Scorer],
     params: Mapping[str, Mapping[str, Any]],
+    gate: Gate | None = None,
 ) -> TrialResult:
-    """Apply every compressor to the dense model, score it, and always restore the dense weights."""
+    """Apply every compressor to the dense model, score it (stopped by `gate` at a cheap stage,
+    `TrialStopped`), and always restore the dense weights."""
     journal = Journal()
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     try:
         info = compress(context, compressors, params, journal)
         seconds["compress"] = time.perf_counter() - started
-        values, measured = measure(context, scorers)
+        values, measured, stages = measure(context, scorers, gate)
         info.update(measured)
         seconds["score"] = time.perf_counter() - started - seconds["compress"]
     finally:
         restore_started = time.perf_counter()
         journal.restore()
         seconds["restore"] = time.perf_counter() - restore_started
-    return TrialResult(values=values, info=info, seconds=seconds)
+    return TrialResult(values=values, info=info, seconds=seconds, stages=stages)
