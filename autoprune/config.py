@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import autoprune_conf
+from autoprune.backends import KnownBackend
 from autoprune.data import TextSource
 from autoprune.errors import ConfigError
 from autoprune.model import DTYPES, embedded_model_path
@@ -86,6 +87,8 @@ class SearchConfig:
     n_startup_trials: int = field(default=10, metadata=rules(Range(0, MAX_TRIALS)))
     # stop after this many failed trials in one run; null = n_trials
     max_failures: int | None = field(default=None, metadata=rules(Range(1, MAX_TRIALS)))
+    # what runs the trials (autoprune.backends): local, this process, one trial at a time
+    backend: str = field(default="local", metadata=rules(KnownBackend()))
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from autoprune.backends import load_backend
 from autoprune.baselines import build_baselines
 from autoprune.bounds import Bound
 from autoprune.components import Compressor, Direction, Scorer
@@ -55,8 +56,11 @@ class Plan:
         return [direction for scorer in self.scorers for direction in scorer.objectives.values()]
 
 
-def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
-    """Check every key, name and range in the config; raises ConfigError with the fix. Creates nothing."""
+def prepare(resolved: DictConfig, registry: Registry | None = None, probe: bool = True) -> Plan:
+    """Check every key, name and range in the config; raises ConfigError with the fix. Creates nothing.
+
+    `probe=False` leaves out the stores, servers and devices: a worker of another backend rebuilding
+    the plan its driver checked, which records nothing itself (they may not be reachable from it)."""
     config: AutopruneConfig = OmegaConf.to_object(resolved)  # type: ignore[assignment]
     check_fields(config)
     registry = registry or build_registry()
@@ -69,6 +73,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
         check_section_keys(compressor, config.space[compressor.name], registry)
         compressor.check(config.space[compressor.name], registry)
     check_search(config.search)
+    load_backend(config.search.backend).check(config, probe)
     check_model_source(config.model.path, config.model.hub_id)
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     NAME.check("study.name", study_name)
@@ -81,8 +86,9 @@ def prepare(resolved: DictConfig, registry: Registry | None = None) -> Plan:
     if len(set(plan.objectives)) != len(plan.objectives):
         raise ConfigError(f"the scorers {config.scorers} declare the same objective twice: {plan.objectives}")
     plan.constraints = parse_constraints(config.constraints, plan.objectives, [*config.scorers, *space.sections])
-    check_fields(config, probes=True)
-    check_stores_apart(config.study.storage, config.mlflow.tracking_uri)
+    if probe:
+        check_fields(config, probes=True)
+        check_stores_apart(config.study.storage, config.mlflow.tracking_uri)
     sequential = config.calibration.mode == "sequential"
     model = config.model
     settings = checkpoint_config(model.path, model.hub_id)

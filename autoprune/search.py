@@ -169,17 +169,35 @@ class OptunaSearch:
         overrides applied); `Claim.DONE` once the study has `n_trials` complete trials, and
         `Claim.WAIT` while the rest of the budget is running in other processes."""
         with self.lock():
-            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            if sum(t.state == TrialState.COMPLETE for t in trials) >= n_trials:
-                return Claim.DONE
-            if len(trials) >= n_trials:
-                return Claim.WAIT
+            blocked = self.blocked(n_trials)
+            if blocked is not None:
+                return blocked
             trial = self.study.ask()
-            trial.set_user_attr(OWNER_ATTR, self.owner)
-            trial.set_user_attr(INTERVAL_ATTR, self.heartbeat_interval_s)
-            self.beat(trial)
+            self.own(trial)
+        return trial, self.sample(trial, space, layers)
+
+    def blocked(self, n_trials: int) -> Claim | None:
+        """Why no trial may be claimed now (`Claim.DONE`, `Claim.WAIT`), or None when one may;
+        call it under the study lock, with the claim that follows."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.state == TrialState.COMPLETE for t in trials) >= n_trials:
+            return Claim.DONE
+        if len(trials) >= n_trials:
+            return Claim.WAIT
+        return None
+
+    def own(self, trial: optuna.Trial) -> None:
+        """Mark a trial just asked for as this process's (under the study lock, before anyone else
+        could take it for abandoned)."""
+        trial.set_user_attr(OWNER_ATTR, self.owner)
+        trial.set_user_attr(INTERVAL_ATTR, self.heartbeat_interval_s)
+        self.beat(trial)
+
+    @staticmethod
+    def sample(trial: optuna.Trial, space: SearchSpace, layers: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+        """The trial's sample: an enqueued baseline's overrides applied, the rest from the sampler."""
         baseline = trial.user_attrs.get(BASELINE_ATTR)
-        return trial, space.sample(trial, layers, baseline["overrides"] if baseline else None)
+        return space.sample(trial, layers, baseline["overrides"] if baseline else None)
 
     def name_trial(self, trial: optuna.Trial, name: str) -> None:
         """Record what the trial is (e.g. `t001 baseline uniform wanda 0.5`), for optuna-dashboard."""

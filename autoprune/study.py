@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import re
 import signal
 import threading
 import time
@@ -15,30 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from autoprune import __version__
+from autoprune.backends import load_backend
+from autoprune.backends.study_run import StudyRun, fail_abandoned, front_hypervolume
 from autoprune.builder import build_context, prepare_components
-from autoprune.components import Direction
-from autoprune.context import StudyContext
 from autoprune.errors import AutopruneError, Interrupted
-from autoprune.liveness import Heartbeat
-from autoprune.pareto import hypervolume, pareto_front
+from autoprune.pareto import pareto_front
 from autoprune.plan import Plan, prepare
 from autoprune.progress import set_progress
 from autoprune.registry import Registry
 from autoprune.report import format_table, front_rows
 from autoprune.review import finished_description, study_description, study_params, trial_name
 from autoprune.review_links import dashboard_command, run_url, runs_view_url, ui_address
-from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Claim, OptunaSearch
+from autoprune.search import OptunaSearch
 from autoprune.steps import reached
-from autoprune.tracking import BASELINE, StudyOutcome, StudyTracker, expand_lists, flatten
-from autoprune.trial import run_trial
+from autoprune.tracking import StudyOutcome, StudyTracker
 
 log = logging.getLogger("autoprune")
-_LAYER_KEY = re.compile(r"\.\d+$")
-WAIT_POLL_S = 1.0  # how often a process waiting for other processes' trials looks again
 
 
 @dataclass
@@ -49,156 +43,6 @@ class StudyResult:
     front: list[int]  # trial numbers of the Pareto set
     ran: int  # trials run by this invocation (completed or failed)
     seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-
-def _summary(params: dict[str, Any]) -> str:
-    """The sampled scalar parameters of a trial (per-layer families are in MLflow)."""
-    return " ".join(
-        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in params.items()
-        if not _LAYER_KEY.search(key)
-    )
-
-
-def _numeric_info(info: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in expand_lists(info).items() if isinstance(value, (int, float))}
-
-
-class _StudyRun:
-    """The mutable state of one invocation: the search, the tracker, the timings, the failures."""
-
-    def __init__(self, plan: Plan, search: OptunaSearch, tracker: StudyTracker, context: StudyContext | None, seconds):
-        self.plan, self.search, self.tracker, self.context, self.seconds = plan, search, tracker, context, seconds
-        self.ran = self.failures = 0
-        self.last_error = ""
-        # per-layer family lengths, from the dense layout (compressors may shrink it within a trial)
-        self.layers: dict[str, int] = {}
-        for compressor in plan.compressors if context else []:
-            section = plan.config.space[compressor.name]
-            self.layers[compressor.name] = compressor.per_layer_count(section, context.layout)
-            summary = compressor.summary(section, context.layout)
-            if summary:
-                log.info(f"{compressor.name}: {summary}")
-
-    def _timed(self, phase: str, action, *args):
-        started = time.perf_counter()
-        value = action(*args)
-        self.seconds[phase].append(time.perf_counter() - started)
-        return value
-
-    def recover(self) -> None:
-        """Fail the trials dead processes left running (their baselines are queued again) and close
-        the MLflow runs they left open, as Optuna records them."""
-        _fail_abandoned(self.search)
-        with self.search.lock():  # two processes must not close the same run twice
-            self.tracker.reconcile(self.search.trials(), self.plan.objectives, self.search.abandoned)
-
-    def run(self, max_failures: int) -> None:
-        """Claim and run trials until the study has its completed trials, waiting while the last
-        ones run in other processes (whose dead trials are then failed and run again here)."""
-        n_trials = self.plan.config.search.n_trials
-        waiting = False
-        while self.failures < max_failures:
-            claimed = self._timed("sampler", self.search.claim, n_trials, self.plan.space, self.layers)
-            if claimed is Claim.DONE:
-                return
-            if claimed is Claim.WAIT:
-                if not waiting:
-                    log.info("waiting for the trials other processes are running")
-                waiting = True
-                time.sleep(WAIT_POLL_S)
-                self.recover()
-                continue
-            waiting = False
-            self.one_trial(*claimed)
-
-    def _record_failure(self, trial: optuna.Trial, run_id: str, error: Exception) -> None:
-        self.failures += 1
-        self.last_error = f"{type(error).__name__}: {error}"
-        requeued = self._timed("sampler", self.search.fail, trial)
-        self._timed("tracking", self.tracker.end_trial, run_id, "FAIL", None, error)
-        again = f"; baseline {requeued} queued again" if requeued else ""
-        log.warning(f"trial {trial.number:3d} failed: {self.last_error}  [{_summary(trial.params)}]{again}")
-
-    def one_trial(self, trial: optuna.Trial, sample: dict[str, dict[str, Any]]) -> None:
-        """Run and record one claimed trial. A trial that raises is recorded as failed and the
-        study goes on; anything else that stops it (Ctrl-C, SIGTERM, a tracking server gone)
-        fails it in Optuna before the error goes on up.
-
-        Optuna is told first and MLflow follows, so a kill in between leaves a record that
-        `StudyTracker.reconcile` completes from Optuna's values on the next run.
-        """
-        run_id = None
-        try:
-            reached("trial.claimed")
-            baseline = (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
-            tags = {BASELINE: baseline} if baseline else {}
-            name = trial_name(trial.number, trial.params, baseline)
-            self._timed("sampler", self.search.name_trial, trial, name)
-            run_id = self._timed("tracking", self.tracker.start_trial, trial.number, name, flatten(sample), tags)
-            reached("trial.run_created")
-            self._timed("sampler", trial.set_user_attr, RUN_ID_ATTR, run_id)
-            reached("trial.run_linked")
-            self.ran += 1
-            with Heartbeat(lambda: self.search.beat(trial), self.search.heartbeat_interval_s):
-                try:
-                    compressors = [
-                        c for c in self.plan.compressors if c.name in sample
-                    ]  # a baseline runs its own compressor alone
-                    result = run_trial(self.context, compressors, self.plan.scorers, sample)
-                except Exception as error:  # a failed trial is recorded and the study goes on
-                    self._record_failure(trial, run_id, error)
-                    return
-                reached("trial.scored")
-                for phase, value in result.seconds.items():
-                    self.seconds[phase].append(value)
-                layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
-                if not self._timed("sampler", self.search.tell, trial, result.values, layers):
-                    log.warning(f"trial {trial.number:3d} was failed by another process while it ran; result dropped")
-                    self.tracker.mark_killed(run_id)
-                    return
-                reached("trial.told")
-                metrics = {**result.values, **_numeric_info(result.info)}
-                metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
-                self._timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
-                reached("trial.closed")
-                self._timed("tracking", self._log_hypervolume)
-        except BaseException:  # a completed trial stays completed: its run is closed by the next run's reconcile
-            if not self.search.is_complete(trial):
-                self.search.fail(trial)
-                self._close_quietly(run_id)
-            raise
-        values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
-        elapsed = result.seconds["compress"] + result.seconds["score"]
-        label = f"baseline {baseline}" if baseline else _summary(trial.params)
-        done = self.search.count_complete()
-        log.info(
-            f"trial {trial.number:3d} [{done}/{self.plan.config.search.n_trials}]  {values}  {label}  ({elapsed:.1f}s)"
-        )
-
-    def _log_hypervolume(self) -> None:
-        """The front's hypervolume so far, on the parent at step = completed trials (a curve that
-        flattens when the search stops finding better trade-offs)."""
-        complete = self.search.complete_values()
-        self.tracker.log_hypervolume(_hypervolume(self.search, complete, self.plan.directions), len(complete))
-
-    def _close_quietly(self, run_id: str | None) -> None:
-        """Mark the run killed if MLflow can still be reached (reconcile does it later otherwise)."""
-        if run_id:
-            with suppress(Exception):
-                self.tracker.mark_killed(run_id)
-
-
-def _hypervolume(search: OptunaSearch, complete: dict[int, list[float]], directions: list[Direction]) -> float:
-    if not complete:
-        return 0.0
-    front = pareto_front(complete, directions)
-    return hypervolume([complete[number] for number in front], search.hypervolume_reference(complete), directions)
-
-
-def _fail_abandoned(search: OptunaSearch) -> None:
-    for stale in search.fail_abandoned():
-        log.info(f"trial {stale.number} was left running by a process that is gone; recorded as failed")
 
 
 def _open_tracking(plan: Plan, search: OptunaSearch) -> StudyTracker:
@@ -296,6 +140,7 @@ def _run(plan: Plan) -> StudyResult:
     seconds: dict[str, list[float]] = defaultdict(list)
     study_started = time.perf_counter()
     log.info(f"study {plan.study_name} (resume or extend it with study.name={plan.study_name})")
+    backend = load_backend(config.search.backend)
     tracker = search = None
     try:
         search = OptunaSearch(
@@ -312,7 +157,7 @@ def _run(plan: Plan) -> StudyResult:
             log.info(f"baselines: {len(queued)} of {len(plan.baselines)} queued ahead of the sampler: {names}")
         done = search.count_complete()
         missing = config.search.n_trials - done
-        _fail_abandoned(search)  # before sizing the statistics: a killed baseline is queued again
+        fail_abandoned(search)  # before sizing the statistics: a killed baseline is queued again
         # Load and calibrate before touching MLflow, so a bad model leaves no empty parent run behind.
         pending = search.unfinished_baselines(plan.baselines)
         context = build_context(plan, seconds, pending) if missing > 0 else None
@@ -322,11 +167,11 @@ def _run(plan: Plan) -> StudyResult:
         tracker.log_study_metrics(dense)
         seconds["tracking_once"].append(time.perf_counter() - started)
 
-        run = _StudyRun(plan, search, tracker, context, seconds)
+        run = StudyRun(plan, search, tracker, context, seconds)
+        del context  # held by the run alone: a backend whose trials run elsewhere may let it go
         run.recover()
         reached("study.opened")
-        max_failures = config.search.max_failures or config.search.n_trials
-        if context is None:
+        if missing <= 0:
             log.info(
                 f"study {plan.study_name} already has {done} of {config.search.n_trials} completed trials; nothing to run"
             )
@@ -339,7 +184,7 @@ def _run(plan: Plan) -> StudyResult:
                 f"search: {config.search.sampler}, {missing} trials to run ({done} of {config.search.n_trials} "
                 f"complete), objectives {arrows}{worker}"
             )
-            run.run(max_failures)
+            backend.run(run)
 
         started = time.perf_counter()
         run.recover()  # runs of trials failed while this process waited
@@ -357,7 +202,7 @@ def _run(plan: Plan) -> StudyResult:
         ]
         complete = {t.number: t.values for t in completed}
         front = pareto_front(complete, plan.directions)
-        stopped = run.failures >= max_failures
+        stopped = run.stopped
         outcome = StudyOutcome(
             rows,
             front,
@@ -366,7 +211,7 @@ def _run(plan: Plan) -> StudyResult:
             run_ids={t.number: t.run_id for t in completed if t.run_id},
             names=names,
             layers={t.number: t.layers for t in completed if t.layers},
-            hypervolume=_hypervolume(search, complete, plan.directions),
+            hypervolume=front_hypervolume(search, complete, plan.directions),
         )
         reference = search.hypervolume_reference(complete) if complete else None
         description = finished_description(plan, rows, front, names, outcome.hypervolume, reference)
@@ -384,6 +229,7 @@ def _run(plan: Plan) -> StudyResult:
     _report(plan, rows, front, names, tracker)
     if stopped:
         raise AutopruneError(
-            f"stopped after {run.failures} failed trials (search.max_failures={max_failures}); last error: {run.last_error}"
+            f"stopped after {run.failures} failed trials (search.max_failures={run.max_failures}); "
+            f"last error: {run.last_error}"
         )
     return StudyResult(plan.study_name, tracker.parent_id, rows, front, run.ran, seconds)
