@@ -89,6 +89,8 @@ class SearchConfig:
     max_failures: int | None = field(default=None, metadata=rules(Range(1, MAX_TRIALS)))
     # what runs the trials (autoprune.backends): local, this process, one trial at a time
     backend: str = field(default="local", metadata=rules(KnownBackend()))
+    # multi-fidelity: stop a trial that completed trials clearly dominate at a cheap stage (autoprune.fidelity)
+    fidelity: bool = False
 
 
 @dataclass

@@ -201,7 +201,8 @@ def _run(plan: Plan) -> StudyResult:
             for t in completed
         ]
         complete = {t.number: t.values for t in completed}
-        front = pareto_front(complete, plan.directions)
+        feasible = {t.number: t.values for t in completed if t.feasible}  # constraints keep the rest off the front
+        front = pareto_front(feasible, plan.directions)
         stopped = run.stopped
         outcome = StudyOutcome(
             rows,
@@ -211,7 +212,7 @@ def _run(plan: Plan) -> StudyResult:
             run_ids={t.number: t.run_id for t in completed if t.run_id},
             names=names,
             layers={t.number: t.layers for t in completed if t.layers},
-            hypervolume=front_hypervolume(search, complete, plan.directions),
+            hypervolume=front_hypervolume(search, feasible, plan.directions),
         )
         reference = search.hypervolume_reference(complete) if complete else None
         description = finished_description(plan, rows, front, names, outcome.hypervolume, reference)

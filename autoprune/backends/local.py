@@ -11,6 +11,7 @@ import optuna
 
 from autoprune.backends import Backend
 from autoprune.backends.study_run import StudyRun
+from autoprune.fidelity import TrialStopped
 from autoprune.liveness import Heartbeat
 from autoprune.search import Claim
 from autoprune.trial import run_trial
@@ -50,7 +51,11 @@ class LocalBackend(Backend):
             study.open_trial(trial, sample)
             with Heartbeat(lambda: study.search.beat(trial), study.search.heartbeat_interval_s):
                 try:
-                    result = run_trial(study.context, study.compressors_for(sample), study.plan.scorers, sample)
+                    compressors = study.compressors_for(sample)
+                    result = run_trial(study.context, compressors, study.plan.scorers, sample, study.gate())
+                except TrialStopped as stopped:  # dominated at a cheap stage: recorded as PRUNED
+                    study.prune_trial(trial, stopped)
+                    return
                 except Exception as error:  # a failed trial is recorded and the study goes on
                     study.fail_trial(trial, error)
                     return

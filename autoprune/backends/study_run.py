@@ -20,14 +20,16 @@ from typing import Any
 import optuna
 
 from autoprune.components import Compressor, Direction
+from autoprune.constraints import is_feasible, violations
 from autoprune.context import StudyContext
+from autoprune.fidelity import Gate, TrialStopped
 from autoprune.pareto import hypervolume, pareto_front
 from autoprune.plan import Plan
 from autoprune.review import trial_name
 from autoprune.search import BASELINE_ATTR, RUN_ID_ATTR, Claim, OptunaSearch
 from autoprune.steps import reached
 from autoprune.tracking import BASELINE, StudyTracker, expand_lists, flatten
-from autoprune.trial import TrialResult
+from autoprune.trial import TrialError, TrialResult
 
 log = logging.getLogger("autoprune")
 _LAYER_KEY = re.compile(r"\.\d+$")
@@ -75,7 +77,7 @@ class StudyRun:
         self.plan, self.search, self.tracker, self.context, self.seconds = plan, search, tracker, context, seconds
         self.n_trials = plan.config.search.n_trials
         self.max_failures = plan.config.search.max_failures or self.n_trials
-        self.ran = self.failures = 0
+        self.ran = self.failures = self.pruned = 0
         self.last_error = ""
         self._run_ids: dict[int, str] = {}  # child runs of the trials this invocation has open
         # per-layer family lengths, from the dense layout (compressors may shrink it within a trial)
@@ -134,23 +136,51 @@ class StudyRun:
         for phase, value in result.seconds.items():
             self.seconds[phase].append(value)
         layers = {key: value for key, value in result.info.items() if isinstance(value, list)}
-        if not self.timed("sampler", self.search.tell, trial, result.values, layers):
+        metrics = {**result.values, **_numeric_info(result.info)}
+        try:  # a constraint on a figure the trial did not log fails the trial
+            broken = violations(self.plan.constraints, metrics) if self.plan.constraints else None
+        except TrialError as error:
+            self.fail_trial(trial, error)
+            return
+        if not self.timed("sampler", self.search.tell, trial, result.values, layers, result.stages, broken):
             log.warning(f"trial {trial.number:3d} was failed by another process while it ran; result dropped")
             self.tracker.mark_killed(self._run_ids.pop(trial.number))
             return
         reached("trial.told")
-        metrics = {**result.values, **_numeric_info(result.info)}
         metrics.update({f"seconds_{phase}": value for phase, value in result.seconds.items()})
-        self.timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers)
+        feasible = is_feasible(broken) if broken is not None else None
+        self.timed("tracking", self.tracker.end_trial, run_id, "COMPLETE", metrics, None, layers, False, feasible)
         del self._run_ids[trial.number]
         reached("trial.closed")
         self.timed("tracking", self._log_hypervolume)
         values = " ".join(f"{name}={result.values[name]:.4g}" for name in self.plan.objectives)
         elapsed = result.seconds["compress"] + result.seconds["score"]
-        baseline = _baseline(trial)
-        label = f"baseline {baseline}" if baseline else summary(trial.params)
+        marks = "  infeasible" if feasible is False else ""
         done = self.search.count_complete()
-        log.info(f"trial {trial.number:3d} [{done}/{self.n_trials}]  {values}  {label}  ({elapsed:.1f}s)")
+        log.info(f"trial {trial.number:3d} [{done}/{self.n_trials}]  {values}  {_label(trial)}  ({elapsed:.1f}s){marks}")
+
+    def gate(self) -> Gate | None:
+        """The multi-fidelity gate a trial starting now is checked by: the study's completed trials
+        so far (`autoprune.fidelity`). None with search.fidelity off, and once this run has stopped
+        n_trials trials early, so that a sampler stuck where every trial is dominated still ends."""
+        if not self.plan.config.search.fidelity or self.pruned >= self.n_trials:
+            return None
+        measured = self.timed("sampler", self.search.measured)
+        return Gate(dict(zip(self.plan.objectives, self.plan.directions)), measured)
+
+    def prune_trial(self, trial: optuna.Trial, stopped: TrialStopped) -> None:
+        """Record a trial the multi-fidelity gate stopped as PRUNED, with the stages it reached (as
+        metrics `stage.<scorer>/<stage>.<objective>`); it does not count towards n_trials."""
+        if not self.timed("sampler", self.search.prune, trial, stopped.stages):
+            log.warning(f"trial {trial.number:3d} was failed by another process while it ran; result dropped")
+            self.tracker.mark_killed(self._run_ids.pop(trial.number))
+            return
+        metrics = {
+            f"stage.{key}.{name}": value for key, partial in stopped.stages.items() for name, value in partial.items()
+        }
+        self.timed("tracking", self.tracker.end_trial, self._run_ids.pop(trial.number), "PRUNED", metrics)
+        self.pruned += 1
+        log.info(f"trial {trial.number:3d} stopped early: {stopped}  {_label(trial)}")
 
     def fail_trial(self, trial: optuna.Trial, error: BaseException) -> None:
         """Record a trial that raised as failed (a baseline is queued again); the study goes on."""
@@ -174,11 +204,17 @@ class StudyRun:
                     self.tracker.mark_killed(run_id)
 
     def _log_hypervolume(self) -> None:
-        """The front's hypervolume so far, on the parent at step = completed trials (a curve that
-        flattens when the search stops finding better trade-offs)."""
-        complete = self.search.complete_values()
-        self.tracker.log_hypervolume(front_hypervolume(self.search, complete, self.plan.directions), len(complete))
+        """The front's hypervolume so far (of the trials within the constraints), on the parent at
+        step = completed trials (a curve that flattens when the search stops finding better trade-offs)."""
+        completed = self.search.completed()
+        feasible = {t.number: t.values for t in completed if t.feasible}
+        self.tracker.log_hypervolume(front_hypervolume(self.search, feasible, self.plan.directions), len(completed))
 
 
 def _baseline(trial: optuna.Trial) -> str | None:
     return (trial.user_attrs.get(BASELINE_ATTR) or {}).get("name")
+
+
+def _label(trial: optuna.Trial) -> str:
+    baseline = _baseline(trial)
+    return f"baseline {baseline}" if baseline else summary(trial.params)
