@@ -35,6 +35,11 @@ MAX_WINDOWS = 1_000_000
 MAX_BATCH = 4096
 MAX_CONTEXT = 1 << 20
 KV_BITS = OneOfNumbers((2, 3, 4, 6, 8, 16), "16: not quantized")  # the kv_cache compressor's widths
+RAY_ADDRESS = Text(
+    300,
+    r"auto|[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5}",
+    "auto or the HOST:PORT of a Ray cluster's head (not a ray:// client address)",
+)
 HUB_ID = Text(
     96,
     r"(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?",
@@ -87,7 +92,7 @@ class SearchConfig:
     n_startup_trials: int = field(default=10, metadata=rules(Range(0, MAX_TRIALS)))
     # stop after this many failed trials in one run; null = n_trials
     max_failures: int | None = field(default=None, metadata=rules(Range(1, MAX_TRIALS)))
-    # what runs the trials (autoprune.backends): local, this process, one trial at a time
+    # what runs the trials: local (this process, one at a time) or ray (Ray Tune workers, see `ray:`)
     backend: str = field(default="local", metadata=rules(KnownBackend()))
     # multi-fidelity: stop a trial that completed trials clearly dominate at a cheap stage (autoprune.fidelity)
     fidelity: bool = False
@@ -111,6 +116,28 @@ class ServingConfig:
     # null = the model's maximum context
     context_length: int | None = field(default=None, metadata=rules(Range(1, MAX_CONTEXT)))
     batch_size: int = field(default=1, metadata=rules(Range(1, MAX_BATCH)))
+
+
+@dataclass
+class RayResources:
+    """What one trial reserves on a Ray node; its torch threads are its CPUs (at least one)."""
+
+    cpu: float = field(default=1.0, metadata=rules(Range(0.1, 1024.0)))
+    gpu: float = field(default=0.0, metadata=rules(Range(0.0, 64.0)))
+
+
+@dataclass
+class RayConfig:
+    """Where `search.backend=ray` runs trials (see autoprune.backends.ray_tune)."""
+
+    # null: start Ray on this machine for the study (and stop it after); auto: the cluster running
+    # here; or the HOST:PORT of a cluster's head
+    address: str | None = field(default=None, metadata=rules(RAY_ADDRESS))  # probed when search.backend=ray
+    # CPUs of the Ray the study starts; null = this machine's
+    num_cpus: int | None = field(default=None, metadata=rules(Range(1, 4096)))
+    # null = as many as the resources allow
+    max_concurrent_trials: int | None = field(default=None, metadata=rules(Range(1, MAX_TRIALS)))
+    resources_per_trial: RayResources = field(default_factory=RayResources)
 
 
 @dataclass
@@ -143,6 +170,7 @@ class AutopruneConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     study: StudySection = field(default_factory=StudySection)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     progress: bool = True  # progress bars on stderr for long steps (never when stderr is not a terminal)
 
 

@@ -263,3 +263,38 @@ class TrackingURI(Rule):
         else:
             reason = directory_problem(Path(value), creatable=True) if value else "it is empty"
         return f"{key} is {show(value)}, but {reason}; use {TRACKING_FORMS}" if reason else None
+
+
+def running_ray_address() -> str | None:
+    """The cluster `ray.init(address="auto")` connects to, found as Ray finds it: RAY_ADDRESS, else
+    the address `ray start` last wrote to `ray_current_cluster` in Ray's temp dir."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    try:
+        return (Path(temp) / "ray" / "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class RayAddress(Rule):
+    """A Ray cluster that answers a TCP connect at its head's HOST:PORT (`auto`: the one running here)."""
+
+    probe: ClassVar[bool] = True
+
+    def problem(self, key: str, value: Any) -> str | None:
+        address = running_ray_address() if value == "auto" else value
+        if address is None:
+            return (
+                f"{key} is 'auto', but no Ray cluster runs on this machine (RAY_ADDRESS is unset and `ray start` "
+                "left no address); start one with `ray start --head`, give its head's HOST:PORT, or leave "
+                f"{key} unset to start Ray for this study"
+            )
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and answers(host, int(port)):
+            return None
+        found = f" ({address})" if value == "auto" else ""
+        return (
+            f"{key} is {show(value)}{found}, but no Ray cluster answers there within {TIMEOUT:g} s; "
+            "start it (`ray start --head`) or fix the address"
+        )

@@ -8,6 +8,7 @@ that a kill between any two is repaired by the next run whatever ran the trial. 
 only where trials run and how many at once:
 
     local   this process, one trial after another (`autoprune.backends.local`)
+    ray     Ray Tune workers, several at once, on this machine or a cluster (`autoprune.backends.ray_tune`)
 
 `search.backend=<name>` picks one. Another package adds a backend by subclassing `Backend` and
 naming it in its entry points (the class is imported only when a study selects it):
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "autoprune.backends"
 BUILT_IN = {
     "local": "autoprune.backends.local:LocalBackend",
+    "ray": "autoprune.backends.ray_tune:RayTuneBackend",
 }
 
 
