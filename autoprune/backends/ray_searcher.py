@@ -27,8 +27,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
-from autoprune.backends.ray_worker import OUTCOME_KEY, decode
+from autoprune.backends.ray_worker import OUTCOME_KEY, decode, encode
 from autoprune.backends.study_run import StudyRun
+from autoprune.fidelity import TrialStopped
 from autoprune.liveness import Heartbeat
 from autoprune.search import Claim
 from autoprune.storage import open_storage
@@ -96,7 +97,7 @@ class StudySearcher(RayOptunaSearch):
         self._open[trial_id] = trial
         sample = self._sampled.pop(trial.number)
         self.study.open_trial(trial, sample)
-        return {"number": trial.number, "sample": sample}
+        return {"number": trial.number, "sample": sample, "gate": encode(self.study.gate())}
 
     def _claim(self, trial_id: str) -> Claim | None:
         """Ask Ray's searcher for a trial (which runs `_define`) if the budget allows, under the lock."""
@@ -122,23 +123,26 @@ class StudySearcher(RayOptunaSearch):
         """Nothing: a trial reports once, as it completes."""
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        """Record the worker's outcome: completed, or failed with the error it raised there."""
+        """Record the worker's outcome: completed, stopped early by the gate (PRUNED), or failed with
+        the error it raised there."""
         trial = self._open.pop(trial_id, None)
         if trial is None:
             return
         self._full = False
         outcome = decode(result[OUTCOME_KEY]) if result and OUTCOME_KEY in result else None
+        if outcome is not None and outcome.built_s is not None:
+            self.study.seconds["worker_build"].append(outcome.built_s)
         if outcome is None:
             what = "its Ray worker failed" if error else "Ray Tune stopped it"
             self.study.fail_trial(trial, TrialError(f"the trial ended without a result: {what} (see Ray's logs)"))
-        elif outcome.result is None:
+        elif outcome.result is not None:
+            self.study.complete_trial(trial, outcome.result)
+        elif outcome.stopped is not None:
+            self.study.prune_trial(trial, TrialStopped(*outcome.stopped))
+        else:
             failure = outcome.error or TrialError("the worker sent no result")
             failure.__cause__ = RemoteTraceback(outcome.traceback)
             self.study.fail_trial(trial, failure)
-        else:
-            if outcome.built_s is not None:
-                self.study.seconds["worker_build"].append(outcome.built_s)
-            self.study.complete_trial(trial, outcome.result)
 
     @contextmanager
     def recording(self) -> Iterator[None]:

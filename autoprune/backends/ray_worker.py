@@ -30,10 +30,12 @@ from ray import tune
 from autoprune.builder import build_context, prepare_components
 from autoprune.config import AutopruneConfig
 from autoprune.context import StudyContext
+from autoprune.fidelity import Gate, TrialStopped
 from autoprune.plan import Plan, prepare
 from autoprune.trial import TrialError, TrialResult, run_trial
 
 OUTCOME_KEY = "autoprune_outcome"  # the one key of a Tune result that holds what the trial did
+# A trial's Tune config: {"number": Optuna's trial number, "sample": the sample, "gate": encode(Gate | None)}
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,14 @@ class WorkerJob:
 
 @dataclass
 class WorkerOutcome:
-    """One trial as the worker ran it: its result, or the error it raised."""
+    """One trial as the worker ran it: its result, the cheap stage the gate stopped it at, or the
+    error it raised."""
 
     result: TrialResult | None
     error: BaseException | None = None
     traceback: str = ""
     built_s: float | None = None  # seconds this trial spent building the process's context (its first)
+    stopped: tuple[str, int, dict[str, dict[str, float]]] | None = None  # TrialStopped's stage, dominators, stages
     pid: int = field(default_factory=os.getpid)
 
 
@@ -81,14 +85,20 @@ def study_context(job: WorkerJob) -> tuple[Plan, StudyContext, float | None]:
     return plan, context, time.perf_counter() - started
 
 
-def run_sample(job: WorkerJob, sample: dict[str, dict[str, Any]]) -> WorkerOutcome:
-    """One trial of the job's study; an error, in the build or the trial, is returned, not raised."""
+def run_sample(job: WorkerJob, sample: dict[str, dict[str, Any]], gate: Gate | None = None) -> WorkerOutcome:
+    """One trial of the job's study, checked at its cheap stages by the driver's `gate` (multi-fidelity,
+    or None); an error, in the build or the trial, is returned, not raised."""
     try:
         plan, context, built_s = study_context(job)
-        compressors = [compressor for compressor in plan.compressors if compressor.name in sample]
-        return WorkerOutcome(run_trial(context, compressors, plan.scorers, sample), built_s=built_s)
     except Exception as error:  # recorded as the trial's failure by the driver; the worker goes on
         return WorkerOutcome(None, _sendable(error), traceback.format_exc())
+    compressors = [compressor for compressor in plan.compressors if compressor.name in sample]
+    try:
+        return WorkerOutcome(run_trial(context, compressors, plan.scorers, sample, gate), built_s=built_s)
+    except TrialStopped as stopped:  # not an error: the driver records it as PRUNED
+        return WorkerOutcome(None, built_s=built_s, stopped=(stopped.stage, stopped.dominators, stopped.stages))
+    except Exception as error:
+        return WorkerOutcome(None, _sendable(error), traceback.format_exc(), built_s)
 
 
 def _sendable(error: Exception) -> Exception:
@@ -99,12 +109,12 @@ def _sendable(error: Exception) -> Exception:
         return TrialError(f"{type(error).__name__}: {error}")
 
 
-def encode(outcome: WorkerOutcome) -> str:
-    """A Tune result value: Tune flattens dicts and logs results, so the outcome travels as one string."""
-    return base64.b64encode(pickle.dumps(outcome)).decode("ascii")
+def encode(value: Any) -> str:
+    """A value as one string in a Tune config or result, which Tune flattens, copies and logs."""
+    return base64.b64encode(pickle.dumps(value)).decode("ascii")
 
 
-def decode(text: str) -> WorkerOutcome:
+def decode(text: str) -> Any:
     return pickle.loads(base64.b64decode(text))
 
 
@@ -113,14 +123,15 @@ class TrialWorker(tune.Trainable):
     `reset_config` accepts the next trial, so Tune keeps the actor, and with it the context."""
 
     def setup(self, config: dict[str, Any], job: WorkerJob) -> None:
-        self.job, self.sample = job, config["sample"]
+        self.job, self.config = job, config
         torch.set_num_threads(job.threads)
         if Path(job.cwd).is_dir():  # the same directory as the driver's, where this machine has it
             os.chdir(job.cwd)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self.sample = new_config["sample"]
+        self.config = new_config
         return True
 
     def step(self) -> dict[str, Any]:
-        return {"done": True, OUTCOME_KEY: encode(run_sample(self.job, self.sample))}
+        outcome = run_sample(self.job, self.config["sample"], decode(self.config["gate"]))
+        return {"done": True, OUTCOME_KEY: encode(outcome)}
