@@ -157,7 +157,9 @@ class StudyRun:
         elapsed = result.seconds["compress"] + result.seconds["score"]
         marks = "  infeasible" if feasible is False else ""
         done = self.search.count_complete()
-        log.info(f"trial {trial.number:3d} [{done}/{self.n_trials}]  {values}  {_label(trial)}  ({elapsed:.1f}s){marks}")
+        log.info(
+            f"trial {trial.number:3d} [{done}/{self.n_trials}]  {values}  {_label(trial)}  ({elapsed:.1f}s){marks}"
+        )
 
     def gate(self) -> Gate | None:
         """The multi-fidelity gate a trial starting now is checked by: the study's completed trials
