@@ -93,7 +93,7 @@ def test_hub_model_without_network_fails_fast_naming_model_path(tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "facebook/opt-1.3b" in line and "model.path=<local dir>" in line
-    assert elapsed < 30  # seconds, not the hub client's minute of retries
+    assert elapsed < 45  # seconds, not the hub client's minute of retries
     assert list(tmp_path.iterdir()) == []  # told before any store (or cache) was written
 
 
