@@ -24,7 +24,7 @@ from autoprune.errors import ConfigError
 from autoprune.model import DTYPES, embedded_model_path
 from autoprune.overrides import check_syntax, compose_error
 from autoprune.probes import Device, StorageURL, TrackingURI, WritableDir
-from autoprune.validation import NAME, SEED, Each, OneOf, OneOfNumbers, Range, Text, check_fields, rules
+from autoprune.validation import NAME, SEED, Directions, Each, OneOf, OneOfNumbers, Range, Text, check_fields, rules
 
 CONFIG_DIR = Path(autoprune_conf.__file__).parent
 CALIBRATION_MODES = ("dense-once", "sequential")
@@ -86,8 +86,14 @@ class SearchConfig:
     sampler: str = field(default="tpe", metadata=rules(Text(100)))  # names checked by autoprune.search
     n_trials: int = field(default=30, metadata=rules(Range(1, MAX_TRIALS)))  # completed trials the study should have
     seed: int = field(default=0, metadata=rules(SEED))
-    # NSGA-III; null = sized from n_trials
+    # NSGA-II and NSGA-III: trials per generation; null = sized from n_trials (autoprune.samplers)
     population_size: int | None = field(default=None, metadata=rules(Range(2, 10_000)))
+    # NSGA-III: the directions it keeps the population spread along, each point one number per
+    # objective in [0, 1] in the normalised objective space; null = evenly spread points
+    reference_points: list[Any] | None = field(default=None, metadata=rules(Directions()))
+    # NSGA-III: divisions of each objective axis for the evenly spread points; null = as many
+    # points as the population has trials
+    reference_divisions: int | None = field(default=None, metadata=rules(Range(1, 1000)))
     # TPE: random trials before the model-based ones
     n_startup_trials: int = field(default=10, metadata=rules(Range(0, MAX_TRIALS)))
     # stop after this many failed trials in one run; null = n_trials

@@ -5,11 +5,12 @@
 Each names an objective of the study or another figure its trials log (`<scorer>.<figure>` of a
 selected scorer, `<compressor>.<figure>` of a compressor in the space) and is written as
 `pick.where` writes bounds (`autoprune.bounds`). After a trial is measured its violation of each
-constraint (0 when it holds) is stored on the Optuna trial (`VIOLATIONS_ATTR`), where the
-samplers that support constraints (TPE, NSGA-II, NSGA-III) read it through `violations_of` and
-steer away from infeasible regions. An infeasible trial stays COMPLETE (its values still teach
-the sampler) but is never on the reported front, is tagged `autoprune.feasible=false` in MLflow,
-and `autoprune export pick=...` never takes it.
+constraint (0 when it holds) is stored on the Optuna trial, as a user attribute
+(`VIOLATIONS_ATTR`, which the records read) and as Optuna's own trial constraints, which the
+samplers that support them (TPE, NSGA-II, NSGA-III) read to steer away from infeasible regions.
+An infeasible trial stays COMPLETE (its values still teach the sampler) but is never on the
+reported front, is tagged `autoprune.feasible=false` in MLflow, and `autoprune export pick=...`
+never takes it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,6 @@ def is_feasible(trial_violations: Sequence[float] | None) -> bool:
 
 
 def violations_of(trial: FrozenTrial) -> Sequence[float]:
-    """Optuna's `constraints_func`: the violations stored on the trial (none when the study has no
-    constraints, so every trial is feasible)."""
+    """The violations stored on the trial (none when the study has no constraints, so every trial
+    is feasible)."""
     return trial.user_attrs.get(VIOLATIONS_ATTR, [])

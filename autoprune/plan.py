@@ -27,7 +27,8 @@ from autoprune.data import check_source
 from autoprune.errors import ConfigError
 from autoprune.model import check_context, check_model_source, checkpoint_config, checkpoint_positions
 from autoprune.registry import Registry, build_registry
-from autoprune.search import Baseline, check_search
+from autoprune.samplers import check_search
+from autoprune.search import Baseline
 from autoprune.space import SearchSpace
 from autoprune.storage import SQLITE, storage_file
 from autoprune.validation import NAME, check_fields
@@ -72,7 +73,7 @@ def prepare(resolved: DictConfig, registry: Registry | None = None, probe: bool 
     for compressor in compressors:
         check_section_keys(compressor, config.space[compressor.name], registry)
         compressor.check(config.space[compressor.name], registry)
-    check_search(config.search)
+    check_search(config.search, sum(len(scorer.objectives) for scorer in scorers))
     load_backend(config.search.backend).check(config, probe)
     check_model_source(config.model.path, config.model.hub_id)
     study_name = config.study.name or f"{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler, NSGAIIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
 from autoprune.config import SearchConfig
-from autoprune.constraints import VIOLATIONS_ATTR, is_feasible, violations_of
+from autoprune.constraints import CONSTRAINTS_ATTR, VIOLATIONS_ATTR, is_feasible, violations_of
 from autoprune.errors import ConfigError
 from autoprune.fidelity import STAGES_ATTR, Measured
 from autoprune.liveness import HEARTBEAT_ATTR, INTERVAL_ATTR, OWNER_ATTR, abandoned, close_owner, open_owner
 from autoprune.pareto import reference_point
+from autoprune.samplers import build_sampler
 from autoprune.space import SearchSpace
 from autoprune.storage import open_storage, storage_file, study_lock
 
@@ -34,34 +34,32 @@ BASELINE_ATTR = "autoprune.baseline"  # {"name", "overrides": {compressor: {para
 LAYERS_ATTR = "autoprune.layers"  # the per-layer lists a trial's compressors reported, e.g. prune.ratio
 NAME_ATTR = "autoprune.name"  # what the trial is, as its MLflow run is named (optuna-dashboard lists it)
 REFERENCE_ATTR = "autoprune.hypervolume_reference"  # fixed once per study, see pareto.reference_point
+SAMPLER_ATTR = "autoprune.sampler"  # the sampler the study was created with (search.sampler)
+SEED_ATTR = "autoprune.seed"  # the study seed it was created with (search.seed; processes derive theirs)
 
 
-def nsga3_population(n_trials: int) -> int:
-    """About five generations within the budget, never fewer than 4 nor more than 50 per generation."""
-    return max(4, min(50, n_trials // 5))
-
-
-_SAMPLERS: dict[str, Callable[[SearchConfig, int], BaseSampler]] = {
-    # group=True: TPE models each set of co-occurring parameters jointly, as conditional spaces need
-    "tpe": lambda c, seed: TPESampler(seed=seed, n_startup_trials=c.n_startup_trials, multivariate=True, group=True),
-    "nsga3": lambda c, seed: NSGAIIISampler(
-        seed=seed, population_size=c.population_size or nsga3_population(c.n_trials)
-    ),
-    "random": lambda c, seed: RandomSampler(seed=seed),
-}
-
-
-def build_sampler(search: SearchConfig, seed: int) -> BaseSampler:
-    """The configured sampler; Optuna marks NSGA-III and multivariate TPE experimental, we use them on purpose."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _SAMPLERS[search.sampler](search, seed)
-
-
-def check_search(search: SearchConfig) -> None:
-    """The sampler's name; its numbers are checked by the rules of `SearchConfig`'s fields."""
-    if search.sampler not in _SAMPLERS:
-        raise ConfigError(f"unknown sampler {search.sampler!r}; known samplers: {', '.join(sorted(_SAMPLERS))}")
+def check_identity(study: optuna.Study, search: SearchConfig, constraints: Sequence[str]) -> None:
+    """Record the sampler, seed and constraints a new study is run with; refuse to resume one with
+    others, whose trials would not continue the same search (nor be judged by the same bounds)."""
+    stored = study.user_attrs.get(SAMPLER_ATTR), study.user_attrs.get(SEED_ATTR)
+    if stored == (None, None):  # a new study (or one created before they were recorded)
+        study.set_user_attr(SAMPLER_ATTR, search.sampler)
+        study.set_user_attr(SEED_ATTR, search.seed)
+        study.set_user_attr(CONSTRAINTS_ATTR, list(constraints))
+        return
+    if stored != (search.sampler, search.seed):
+        fix = " ".join(f"search.{key}={value}" for key, value in zip(("sampler", "seed"), stored))
+        raise ConfigError(
+            f"study {study.study_name!r} was run with sampler {stored[0]} seed {stored[1]}; this run asks for "
+            f"{search.sampler} seed {search.seed}: resume it with {fix} or use another study.name"
+        )
+    recorded = study.user_attrs.get(CONSTRAINTS_ATTR, [])
+    if recorded != list(constraints):
+        listed = f"[{','.join(recorded)}]"
+        raise ConfigError(
+            f"study {study.study_name!r} was run with constraints {listed}; this run asks for "
+            f"[{','.join(constraints)}]: resume it with 'constraints={listed}' or use another study.name"
+        )
 
 
 @dataclass
@@ -103,7 +101,9 @@ def worker_seed(seed: int, worker: int) -> int:
 class OptunaSearch:
     """One Optuna study in persistent storage, created on first use and shared by every process
     that runs it: trials are claimed under the study lock within the budget and owned by their
-    process, and only the trials of dead processes are failed."""
+    process, and only the trials of dead processes are failed. `constraints` are the study's
+    bounds as text (`str(Bound)`): recorded with the study, and the keys of each told trial's
+    violations, which Optuna's samplers read."""
 
     def __init__(
         self,
@@ -113,10 +113,12 @@ class OptunaSearch:
         objectives: Sequence[str],
         directions: Sequence[Direction],
         heartbeat_interval_s: float = 10.0,
+        constraints: Sequence[str] = (),
     ):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.objectives = list(objectives)
         self.directions = list(directions)
+        self.constraints = list(constraints)
         self._reference: list[float] | None = None
         self.storage_uri = storage
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -127,6 +129,7 @@ class OptunaSearch:
                 study_name=study_name, storage=open_storage(storage), directions=list(directions), load_if_exists=True
             )
             self._check_objectives(study_name, list(directions))
+            check_identity(self.study, search, constraints)
             if self.study.metric_names != self.objectives:
                 with warnings.catch_warnings():  # experimental in Optuna; dashboards read it to name the axes
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -134,7 +137,7 @@ class OptunaSearch:
             self.worker = int(self.study.user_attrs.get(WORKERS_ATTR, 0))
             self.study.set_user_attr(WORKERS_ATTR, self.worker + 1)
         self.seed = worker_seed(search.seed, self.worker)
-        self.study.sampler = build_sampler(search, self.seed)
+        self.study.sampler = build_sampler(search, self.seed, len(self.objectives))
 
     def close(self) -> None:
         """This run of the study is over: a trial it still owns counts as abandoned from now on."""
@@ -292,6 +295,8 @@ class OptunaSearch:
                 trial.set_user_attr(STAGES_ATTR, {key: dict(partial) for key, partial in stages.items()})
             if violations:
                 trial.set_user_attr(VIOLATIONS_ATTR, list(violations))
+                for constraint, violation in zip(self.constraints, violations, strict=True):
+                    trial.set_constraint(constraint, violation)  # what Optuna's samplers read
             self.study.tell(trial, [values[name] for name in self.objectives])
         return True
 

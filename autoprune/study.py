@@ -150,6 +150,7 @@ def _run(plan: Plan) -> StudyResult:
             plan.objectives,
             plan.directions,
             heartbeat_interval_s=config.study.heartbeat_interval,
+            constraints=[str(bound) for bound in plan.constraints],
         )
         queued = search.enqueue_baselines(plan.baselines, config.search.n_trials)
         if queued:

@@ -133,6 +133,25 @@ class Each(Rule):
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Directions(Rule):
+    """A non-empty list of directions: points of one length, coordinates in [0, 1], none all zero."""
+
+    example: str = "[[1,0],[0.5,0.5],[0,1]]"
+
+    def problem(self, key: str, value: Any) -> str | None:
+        lengths = {len(point) if isinstance(point, (list, tuple)) else None for point in value}
+        if value and len(lengths) == 1 and not lengths & {0, None}:
+            for index, point in enumerate(value):
+                if not all(is_number(x) and 0 <= x <= 1 for x in point) or not any(point):
+                    return (
+                        f"{key}[{index}] is {show(point)}; use numbers from 0 to 1, one per objective, "
+                        "not all 0 (a direction)"
+                    )
+            return None
+        return f"{key} is {show(value)}; use a list of points of one length each, such as {self.example}, or null"
+
+
 NAME = Text(
     100, r"[A-Za-z0-9][A-Za-z0-9._-]*", "a name of letters, digits, '.', '_' and '-' that starts with a letter or digit"
 )

@@ -252,7 +252,7 @@ def test_resume_with_other_objectives_is_refused(tmp_path):
         run_study(compose_config([*study_overrides(tmp_path, name="objectives", trials=2), "scorers=[perplexity]"]))
 
 
-@pytest.mark.parametrize("sampler", ["nsga3", "random", "tpe"])
+@pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "qmc", "random", "tpe"])
 def test_every_sampler_runs_a_study(tmp_path, sampler):
     config = compose_config([f"+search={sampler}", *study_overrides(tmp_path, name=sampler, trials=3)])
     assert config.search.sampler == sampler
@@ -260,15 +260,6 @@ def test_every_sampler_runs_a_study(tmp_path, sampler):
     assert len(result.rows) == 3
     _, parents, _ = runs_of(tmp_path, sampler)
     assert parents[0].data.tags["autoprune.sampler"] == sampler
-
-
-def test_nsga3_population_is_sized_from_the_budget_and_configurable(tmp_path):
-    from autoprune.search import OptunaSearch
-
-    for overrides, expected in ((["search.n_trials=30"], 6), (["search.n_trials=30", "search.population_size=10"], 10)):
-        config = compose_config(["+search=nsga3", f"study.storage=sqlite:///{tmp_path}/o.db", *overrides])
-        search = OptunaSearch(config.search, f"pop{expected}", config.study.storage, ["a"], ["minimize"])
-        assert search.study.sampler._population_size == expected
 
 
 class BreaksWhenSparse(Scorer):

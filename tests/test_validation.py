@@ -51,7 +51,7 @@ SCHEMA = [  # types and ranges declared on the structured config's fields
     case("scorers=[perplexity,[x]]", says="scorers[1] is ['x']; use a string"),
     case("model.dtype=float8", says="unknown model.dtype 'float8'; choose one of float32, float16, bfloat16"),
     case("calibration.mode=lazy", says="unknown calibration.mode 'lazy'; choose one of dense-once, sequential"),
-    case("search.sampler=cmaes", says="unknown sampler 'cmaes'; known samplers: nsga3, random, tpe"),
+    case("search.sampler=cmaes", says="unknown sampler 'cmaes'; known samplers: nsga2, nsga3, qmc, random, tpe"),
     case("mlflow.experiment=''", says="mlflow.experiment is ''; use a non-empty string"),
     case("study.name=a/b", says="study.name is 'a/b'; use a name of letters, digits"),
     case("model.name='ünï'", says="model.name is 'ünï'; use a name of letters, digits"),
