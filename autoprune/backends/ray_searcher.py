@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +38,7 @@ from autoprune.trial import TrialError
 
 log = logging.getLogger("autoprune")
 WAIT_POLL_S = 1.0  # how often a process whose budget runs elsewhere looks again
-_DRIVER_ONLY = ("study", "_open", "_sampled")  # not part of the state Tune pickles
+_DRIVER_ONLY = ("study", "_open", "_sampled", "worker_trials")  # not part of the state Tune pickles
 
 
 class RemoteTraceback(Exception):
@@ -56,6 +57,7 @@ class StudySearcher(RayOptunaSearch):
         self._sampled: dict[int, dict[str, dict[str, Any]]] = {}  # trial number -> sample, from the ask
         self._full = False  # this process's open trials fill the rest of the budget
         self._waiting = False  # for other processes' trials (said once)
+        self.worker_trials: Counter[int] = Counter()  # trials each worker process ran, by its pid
         super().__init__(
             space=self._define,
             metric=list(study.plan.objectives),
@@ -130,8 +132,10 @@ class StudySearcher(RayOptunaSearch):
             return
         self._full = False
         outcome = decode(result[OUTCOME_KEY]) if result and OUTCOME_KEY in result else None
-        if outcome is not None and outcome.built_s is not None:
-            self.study.seconds["worker_build"].append(outcome.built_s)
+        if outcome is not None:
+            self.worker_trials[outcome.pid] += 1
+            if outcome.built_s is not None:
+                self.study.seconds["worker_build"].append(outcome.built_s)
         if outcome is None:
             what = "its Ray worker failed" if error else "Ray Tune stopped it"
             self.study.fail_trial(trial, TrialError(f"the trial ended without a result: {what} (see Ray's logs)"))

@@ -138,9 +138,12 @@ class RayTuneBackend(Backend):
             # Tune's result grid looks for the per-trial result files its loggers would have written
             with searcher.recording(), _quiet("ray.tune.analysis.experiment_analysis"):
                 tuner.fit()
-        built = study.seconds.get("worker_build", [])
+        built, workers = study.seconds.get("worker_build", []), searcher.worker_trials
         if built:
-            log.info(f"ray: {len(built)} worker processes built the context once each ({max(built):.1f}s at most)")
+            log.info(
+                f"ray: {sum(workers.values())} trials on {len(workers)} worker processes, which built the context "
+                f"{len(built)} times ({max(built):.1f}s at most)"
+            )
 
 
 def tune_directory(storage: str) -> Path:
