@@ -32,7 +32,7 @@ def main() -> None:
     from autoprune.fidelity import STAGES_ATTR, Gate, Measured, TrialStopped
     from autoprune.pareto import hypervolume, pareto_front
     from autoprune.plan import prepare
-    from autoprune.search import build_sampler
+    from autoprune.samplers import build_sampler
     from autoprune.trial import run_trial
 
     plan = prepare(compose_config(["space=prune", "scorers=[perplexity,size]", "baselines.allocations=[]", *overrides]))
