@@ -22,6 +22,8 @@ from pathlib import Path
 
 MARKER = "AUTOPRUNE_RAY_INSTANCE"
 POLL_S = 0.25
+SETTLE_S = 2.0  # seconds with no process of the instance left before the reaper is done
+KILL_FOR_S = 30.0  # the longest it keeps killing
 
 
 def started(pid: int) -> str | None:
@@ -50,17 +52,26 @@ def marked(instance: str) -> list[int]:
 
 
 def stop_instance(instance: str, grace_s: float) -> int:
-    """Give the instance's processes `grace_s` seconds to exit, then kill the rest; returns how many
-    were killed."""
+    """Give the instance's processes `grace_s` seconds to exit, then kill the rest, again and
+    again until none has shown up for `SETTLE_S` (a dying raylet may still be starting an agent
+    when the first are killed) or `KILL_FOR_S` have passed; returns how many were killed."""
     deadline = time.monotonic() + grace_s
     while (left := marked(instance)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(left)
+    killed: set[int] = set()
+    last_seen, give_up = time.monotonic(), time.monotonic() + KILL_FOR_S
+    while time.monotonic() - last_seen < SETTLE_S and time.monotonic() < give_up:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        if left:
+            last_seen = time.monotonic()
+        time.sleep(POLL_S)
+        left = marked(instance)
+    return len(killed)
 
 
 def watch(study_pid: int, instance: str) -> None:
