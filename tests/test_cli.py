@@ -1,4 +1,7 @@
-"""The `autoprune` command as a user types it: subprocesses, exit codes, one-line errors."""
+"""The `autoprune` command as a user types it: subprocesses, exit codes, one-line errors. (The
+many bad inputs run the same `main` in process, `cli_harness.run_cli`, a subprocess's imports
+costing seconds each; one of them runs as a subprocess too, so the entry point's exit code and
+stderr are checked for real.)"""
 
 import os
 import shutil
@@ -7,6 +10,7 @@ import sys
 import time
 
 import pytest
+from cli_harness import run_cli
 
 from conftest import TINY, study_overrides
 
@@ -74,12 +78,21 @@ def test_plugins_with_autoload_off_lists_none():
 def test_bad_input_stops_before_compute_with_one_line(tmp_path, overrides, message):
     space = next((o.removeprefix("space=") for o in overrides if o.startswith("space=")), "prune")
     rest = [o for o in overrides if not o.startswith("space=")]
-    result = autoprune(*study_overrides(tmp_path, fresh_mlflow=True, space=space), *rest, cwd=tmp_path)
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
+    outcome = run_cli([*study_overrides(tmp_path, fresh_mlflow=True, space=space), *rest], tmp_path)
+    assert outcome.code == 2  # not None: the model was never loaded
+    [line] = outcome.stderr.strip().splitlines()
     assert line.startswith("autoprune: error: ") and message in line
-    assert "model tiny" not in result.stdout  # nothing was loaded
     assert list(tmp_path.iterdir()) == []  # nothing was written: no stores, no statistics, no outputs/
+
+
+def test_the_command_itself_exits_2_with_one_line_on_stderr_and_writes_nothing(tmp_path):
+    result = autoprune(*study_overrides(tmp_path, fresh_mlflow=True), "search.sampler=cmaes", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "autoprune: error: unknown sampler 'cmaes'; known samplers: nsga2, nsga3, qmc, random, tpe"
+    ]
+    assert "model tiny" not in result.stdout  # nothing was loaded
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hub_model_without_network_fails_fast_naming_model_path(tmp_path):
