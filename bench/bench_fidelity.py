@@ -6,7 +6,8 @@ Runs the pruning space (`space=prune`: metric x mean sparsity x per-block offset
 perplexity and size, no baselines) with the study's TPE sampler for `--seconds` of wall time per
 seed, once with the multi-fidelity gate (`autoprune.fidelity`: KL stage, then a quarter and half
 of the evaluation windows) and once measuring every trial in full, the two runs of a seed
-interleaved so that the machine's load falls on both. Prints, per mode and seed: trials completed,
+interleaved so that the machine's load falls on both. Prints, per mode and seed: trials completed
+(and how many of them are on the front: a trial the gate could stop is one several dominate),
 trials stopped early, and the hypervolume of the completed front, measured from one fixed reference
 point (twice the dense perplexity, the dense size), with the ratio on / off.
 """
@@ -67,7 +68,12 @@ def main() -> None:
             study.tell(trial, [result.values[name] for name in objectives])
         points = {t.number: list(t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
         front = [points[n] for n in pareto_front(points, directions)]
-        return {"completed": len(points), "stopped": stopped, "hypervolume": hypervolume(front, reference, directions)}
+        return {
+            "completed": len(points),
+            "stopped": stopped,
+            "on_front": len(front),
+            "hypervolume": hypervolume(front, reference, directions),
+        }
 
     print(
         f"embedded model, space=prune, {len(context.evaluation)} evaluation windows, {args.seconds:.0f} s per run; "
@@ -80,18 +86,20 @@ def main() -> None:
             figures = search(seed, staged)
             rows["on" if staged else "off"].append(figures)
             print(
-                f"seed {seed} fidelity {'on ' if staged else 'off'}: {figures['completed']:3d} completed, "
-                f"{figures['stopped']:3d} stopped early, hypervolume {figures['hypervolume']:.3f}"
+                f"seed {seed} fidelity {'on ' if staged else 'off'}: {figures['completed']:3d} completed "
+                f"({figures['on_front']} on the front), {figures['stopped']:3d} stopped early, "
+                f"hypervolume {figures['hypervolume']:.3f}"
             )
     mean = {mode: {k: statistics.mean(r[k] for r in runs) for k in runs[0]} for mode, runs in rows.items()}
     print(
-        "\nmean over seeds      completed  stopped  hypervolume\n"
+        "\nmean over seeds      completed  on front  stopped  hypervolume\n"
         + "\n".join(
-            f"fidelity {mode:3s}        {m['completed']:9.1f}  {m['stopped']:7.1f}  {m['hypervolume']:11.3f}"
+            f"fidelity {mode:3s}        {m['completed']:9.1f}  {m['on_front']:8.1f}  {m['stopped']:7.1f}  "
+            f"{m['hypervolume']:11.3f}"
             for mode, m in mean.items()
         )
         + f"\non / off                {mean['on']['completed'] / mean['off']['completed']:.2f}"
-        f"           {mean['on']['hypervolume'] / mean['off']['hypervolume']:.3f}"
+        f"                     {mean['on']['hypervolume'] / mean['off']['hypervolume']:.3f}"
     )
 
 
