@@ -54,11 +54,26 @@ def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
 
 
+def ctrl_c_on() -> None:
+    """SIGINT back to its default in the study's process, which Python then turns into Ctrl-C
+    (KeyboardInterrupt): a shell without job control starts background commands, such as a test
+    run started with `&`, with SIGINT ignored, and their children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_paused(argv: list[str], cwd: Path, step: str) -> subprocess.Popen:
     """Start a study that stops at `step` (see autoprune.steps) and wait until it is there."""
     marker = cwd / f"paused-{step}"
     env = {**os.environ, "AUTOPRUNE_PAUSE_AT": step, "AUTOPRUNE_PAUSE_FILE": str(marker)}
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=ctrl_c_on,
+    )
     deadline = time.monotonic() + PAUSE_TIMEOUT_S
     while not marker.exists():
         if process.poll() is not None:
