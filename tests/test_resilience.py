@@ -175,8 +175,7 @@ def test_sigterm_stops_a_study_like_ctrl_c(tmp_path, cache):
     assert_whole(tmp_path, "terminated")
 
 
-@pytest.mark.parametrize("processes", [2, 3])
-@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+@pytest.mark.parametrize("storage, processes", [("sqlite", 3), ("journal", 2)])  # each storage, 2 and 3 at once
 def test_processes_started_together_share_one_study(tmp_path, cache, processes, storage):
     uri = f"sqlite:///{tmp_path}/optuna.db" if storage == "sqlite" else f"journal:///{tmp_path}/optuna.log"
     argv = command(tmp_path, cache, "shared", uri, trials=8)
