@@ -24,24 +24,28 @@ ANY_STUDY_WRITES = (".config/mlflow/", ".cache/matplotlib/")  # MLflow's telemet
 GONE_WITHIN_S = 15  # Ray's own agents outlive a killed driver by about a minute: the reaper must be faster
 
 
-def ray_processes(marker: str) -> list[str]:
-    """The live processes (zombies are not) whose environment holds `marker`: this test's Ray
-    temp dir, which every process of the Ray a study started inherits."""
+def ray_processes(ray_tmp: str) -> list[str]:
+    """The live processes (zombies are not) of the Ray this test's studies start: those whose
+    environment holds `RAY_TMPDIR=<ray_tmp>` or that have a file open in that directory (a
+    process that sets its title, as Ray's agents do, may overwrite the environment /proc shows,
+    but every process of that Ray keeps its log files open there)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             environment = (proc / "environ").read_bytes().split(b"\0")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            files = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
         except OSError:
             continue
-        if marker.encode() in environment and state != "Z":
+        in_ray_tmp = f"RAY_TMPDIR={ray_tmp}".encode() in environment or any(f.startswith(ray_tmp + "/") for f in files)
+        if in_ray_tmp and state != "Z" and proc.name != str(os.getpid()):
             found.append(f"{proc.name} {(proc / 'cmdline').read_bytes()[:80]!r}")
     return found
 
 
-def wait_until_gone(marker: str, timeout_s: float) -> list[str]:
+def wait_until_gone(ray_tmp: str, timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
-    while (left := ray_processes(marker)) and time.monotonic() < deadline:
+    while (left := ray_processes(ray_tmp)) and time.monotonic() < deadline:
         time.sleep(0.25)
     return left
 
@@ -58,17 +62,17 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     study = tmp_path / "study"
     study.mkdir()
-    return study, home, f"RAY_TMPDIR={ray_tmp}"
+    return study, home, ray_tmp
 
 
 def test_a_ray_study_killed_then_interrupted_resumes_with_nothing_lost_and_no_ray_left(isolated):
-    study, home, marker = isolated
+    study, home, ray_tmp = isolated
     argv = [*command(study, study / "stats", "ray", trials=N_TRIALS), *RAY]
 
     killed = start_paused(argv, study, "trial.closed")  # the first trial is complete and recorded
     killed.kill()
     killed.wait()
-    assert wait_until_gone(marker, GONE_WITHIN_S) == []
+    assert wait_until_gone(ray_tmp, GONE_WITHIN_S) == []
     (study / "paused-trial.closed").unlink()  # start_paused waits for it to appear again
 
     interrupted = start_paused(argv, study, "trial.closed")  # a worker is busy with the next trial
@@ -80,14 +84,14 @@ def test_a_ray_study_killed_then_interrupted_resumes_with_nothing_lost_and_no_ra
         raise
     assert interrupted.returncode == 130, output
     assert "autoprune: error: interrupted; resume with study.name=ray" in output
-    assert ray_processes(marker) == []  # stopped in the driver's finally, not by the reaper
+    assert ray_processes(ray_tmp) == []  # stopped in the driver's finally, not by the reaper
     optuna_study, _, parents, children = load(study, "ray")
     assert not [t for t in optuna_study.get_trials() if t.state == TrialState.RUNNING]
     assert parents[0].info.status == "KILLED" and "RUNNING" not in [c.info.status for c in children]
 
     finished = run(argv, study)
     assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert ray_processes(marker) == []
+    assert ray_processes(ray_tmp) == []
     assert sorted(os.listdir(study)) == [  # the stores, the statistics, Tune's files; the test's pause marker
         "mlflow.db",
         "mlflow.db.autoprune-lock",

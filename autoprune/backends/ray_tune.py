@@ -14,8 +14,8 @@ What runs where:
 
 Ray itself: `ray.address` unset starts a Ray instance on this machine with `ray.num_cpus` CPUs for
 the study and stops it when the study ends, however it ends (`ray.shutdown()` in a `finally`; a
-watcher process, `autoprune.backends.ray_reaper`, stops what is left of it if this process is killed
-outright). `ray.address=auto` or HOST:PORT joins a running cluster and leaves it running. Tune
+watcher process, `autoprune.backends.ray_reaper`, follows its process tree and stops what is left
+of it after the shutdown, or at once if this process is killed outright). `ray.address=auto` or HOST:PORT joins a running cluster and leaves it running. Tune
 keeps its experiment files in `ray_tune/<study>` beside the study's storage file (the current
 directory for a database server); nothing is written to the home directory.
 """
@@ -40,7 +40,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from autoprune.backends import Backend, ray_reaper
-from autoprune.backends.ray_reaper import MARKER, stop_instance
+from autoprune.backends.ray_reaper import MARKER
 from autoprune.backends.study_run import StudyRun
 from autoprune.config import AutopruneConfig, RayConfig
 from autoprune.errors import ConfigError
@@ -226,9 +226,8 @@ def ray_instance(settings: RayConfig, seconds: defaultdict[str, list[float]]) ->
         started = time.perf_counter()
         ray.shutdown()
         if settings.address is None:
-            stop_instance(instance, SHUTDOWN_GRACE_S)  # its workers take a moment to exit
-            reaper.terminate()
-            reaper.wait()
+            reaper.terminate()  # the watcher stops what is left, once its workers had a moment to exit
+            reaper.wait()  # at most SHUTDOWN_GRACE_S + KILL_FOR_S
         seconds["ray_stop"].append(time.perf_counter() - started)
 
 
@@ -259,11 +258,12 @@ def _use_own_token() -> None:
 
 
 def _start_reaper(instance: str) -> subprocess.Popen:
-    """The watcher that stops the Ray instance marked `instance` once this process is gone (run as a
-    plain file: it imports nothing of the package, which may be changing under it)."""
+    """The watcher that stops the Ray instance marked `instance` once this process has shut it down
+    or is gone (run as a plain file: it imports nothing of the package, which may be changing
+    under it)."""
     environment = {key: value for key, value in os.environ.items() if key != MARKER}
     return subprocess.Popen(
-        [sys.executable, "-I", ray_reaper.__file__, str(os.getpid()), instance],
+        [sys.executable, "-I", ray_reaper.__file__, str(os.getpid()), instance, str(SHUTDOWN_GRACE_S)],
         env=environment,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C meant for the study does not stop the watcher
