@@ -5,9 +5,9 @@
 Each names an objective of the study or another figure its trials log (`<scorer>.<figure>` of a
 selected scorer, `<compressor>.<figure>` of a compressor in the space) and is written as
 `pick.where` writes bounds (`autoprune.bounds`). After a trial is measured its violation of each
-constraint (0 when it holds) is stored on the Optuna trial, as a user attribute
-(`VIOLATIONS_ATTR`, which the records read) and as Optuna's own trial constraints, which the
-samplers that support them (TPE, NSGA-II, NSGA-III) read to steer away from infeasible regions.
+constraint (0 when it holds) is stored on the Optuna trial as Optuna's own trial constraints
+(`set_constraint`, keyed by the constraint's text), which the records read and the samplers that
+support them (TPE, NSGA-II, NSGA-III) read to steer away from infeasible regions.
 An infeasible trial stays COMPLETE (its values still teach the sampler) but is never on the
 reported front, is tagged `autoprune.feasible=false` in MLflow, and `autoprune export pick=...`
 never takes it.
@@ -23,7 +23,6 @@ from autoprune.bounds import FORM, Bound, parse_bound
 from autoprune.errors import ConfigError
 from autoprune.trial import TrialError
 
-VIOLATIONS_ATTR = "autoprune.violations"  # per trial: one violation per constraint, 0 = holds
 CONSTRAINTS_ATTR = "autoprune.constraints"  # per study: the constraints it was run with
 
 
@@ -62,4 +61,4 @@ def is_feasible(trial_violations: Sequence[float] | None) -> bool:
 def violations_of(trial: FrozenTrial) -> Sequence[float]:
     """The violations stored on the trial (none when the study has no constraints, so every trial
     is feasible)."""
-    return trial.user_attrs.get(VIOLATIONS_ATTR, [])
+    return list(trial.constraints.values())

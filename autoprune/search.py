@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
 from autoprune.config import SearchConfig
-from autoprune.constraints import CONSTRAINTS_ATTR, VIOLATIONS_ATTR, is_feasible, violations_of
+from autoprune.constraints import CONSTRAINTS_ATTR, is_feasible, violations_of
 from autoprune.errors import ConfigError
 from autoprune.fidelity import STAGES_ATTR, Measured
 from autoprune.liveness import HEARTBEAT_ATTR, INTERVAL_ATTR, OWNER_ATTR, abandoned, close_owner, open_owner
@@ -293,10 +293,8 @@ class OptunaSearch:
                 trial.set_user_attr(LAYERS_ATTR, dict(layers))
             if stages:
                 trial.set_user_attr(STAGES_ATTR, {key: dict(partial) for key, partial in stages.items()})
-            if violations:
-                trial.set_user_attr(VIOLATIONS_ATTR, list(violations))
-                for constraint, violation in zip(self.constraints, violations, strict=True):
-                    trial.set_constraint(constraint, violation)  # what Optuna's samplers read
+            for constraint, violation in zip(self.constraints, violations or (), strict=True):
+                trial.set_constraint(constraint, violation)  # what the records and Optuna's samplers read
             self.study.tell(trial, [values[name] for name in self.objectives])
         return True
 

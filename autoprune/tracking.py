@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.components import Direction
-from autoprune.constraints import VIOLATIONS_ATTR, is_feasible, violations_of
+from autoprune.constraints import is_feasible, violations_of
 from autoprune.plots import layers_figure, pareto_figure, pareto_html, points_of
 from autoprune.report import front_rows, front_table
 from autoprune.review_links import VIEW_TAG_PREFIX, runs_view_state, view_key
@@ -249,7 +249,7 @@ class StudyTracker:
                     None,
                     trial.user_attrs.get(LAYERS_ATTR),
                     again=True,
-                    feasible=is_feasible(violations_of(trial)) if VIOLATIONS_ATTR in trial.user_attrs else None,
+                    feasible=is_feasible(violations_of(trial)) if trial.constraints else None,
                 )
             elif trial.state == TrialState.PRUNED and linked:
                 self.end_trial(run.info.run_id, "PRUNED", None, None)

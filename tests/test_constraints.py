@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autoprune.bounds import parse_bound
-from autoprune.constraints import VIOLATIONS_ATTR, is_feasible, parse_constraints, violations, violations_of
+from autoprune.constraints import is_feasible, parse_constraints, violations, violations_of
 from autoprune.errors import ConfigError
 from autoprune.trial import TrialError
 
@@ -66,11 +66,14 @@ def test_a_trial_missing_a_constrained_figure_fails_with_what_it_logged():
         )
 
 
-def test_optuna_reads_the_stored_violations_and_an_unconstrained_trial_is_feasible():
-    study = optuna.create_study()
-    trial = study.ask()
-    trial.set_user_attr(VIOLATIONS_ATTR, [0.0, 2.5])
-    study.tell(trial, 1.0)
-    [frozen] = study.trials
-    assert violations_of(frozen) == [0.0, 2.5] and not is_feasible(violations_of(frozen))
+def test_the_violations_are_read_back_from_optuna_storage_and_an_unconstrained_trial_is_feasible(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db")
+    constrained, unconstrained = study.ask(), study.ask()
+    constrained.set_constraint("memory_mb<=12", 0.0)
+    constrained.set_constraint("latency_ms<=4", 2.5)
+    study.tell(constrained, 1.0)
+    study.tell(unconstrained, 2.0)
+    first, second = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert sorted(violations_of(first)) == [0.0, 2.5] and not is_feasible(violations_of(first))
+    assert violations_of(second) == [] and is_feasible(violations_of(second))
     assert is_feasible([0.0, 0.0]) and is_feasible([]) and is_feasible(None)

@@ -5,7 +5,6 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autoprune.config import compose_config
-from autoprune.constraints import VIOLATIONS_ATTR
 from autoprune.fidelity import STAGES_ATTR
 from autoprune.study import run_study
 from conftest import study_overrides
@@ -41,10 +40,8 @@ def test_an_infeasible_trial_is_recorded_tagged_and_kept_off_the_front(tmp_path)
         runs[light].data.tags["autoprune.feasible"] == "false" and runs[heavy].data.tags["autoprune.feasible"] == "true"
     )
     assert "autoprune.is_pareto" not in runs[light].data.tags or runs[light].data.tags["autoprune.is_pareto"] == "false"
-    violation = trials[light].user_attrs[VIOLATIONS_ATTR]
-    assert violation == [runs[light].data.metrics["size_mb"] - 15] and trials[heavy].user_attrs[VIOLATIONS_ATTR] == [
-        0.0
-    ]
+    assert trials[light].constraints == {"size_mb<=15": runs[light].data.metrics["size_mb"] - 15}
+    assert trials[heavy].constraints == {"size_mb<=15": 0.0}
     assert all(t.state == TrialState.COMPLETE for t in trials)  # infeasible is not failed: it still teaches
 
 
