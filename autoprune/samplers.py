@@ -102,15 +102,25 @@ class _OwnGenerations:
     def __init__(self, *, design_seed: int, **settings: Any) -> None:
         super().__init__(**settings)
         self._design_seed = design_seed  # the study seed: every process reads the same design
+        self._counted: tuple[int, int] = (-1, 0)  # (trial number, its place among the own trials)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, name: str, distribution: BaseDistribution) -> Any:
         points = self.population_size  # type: ignore[attr-defined]
-        earlier = study._get_trials(deepcopy=False, use_cache=True)[: trial.number]
-        index = sum(not queued(other) for other in earlier)
+        index = self._place(study, trial)
         if queued(trial) or index >= points:  # later: mutations and parameters outside the bred space
             return super().sample_independent(study, trial, name, distribution)  # type: ignore[misc]
         order = np.random.RandomState((self._design_seed + zlib.crc32(name.encode())) % 2**32).permutation(points)
         return spanning_value(distribution, int(order[index]), points)
+
+    def _place(self, study: Study, trial: FrozenTrial) -> int:
+        """How many of the trials before `trial` are the sampler's own (not queued), counted once
+        per trial rather than once per parameter."""
+        number, place = self._counted  # read once: one tuple, whatever another thread writes
+        if number != trial.number:
+            earlier = study._get_trials(deepcopy=False, use_cache=True)[: trial.number]
+            place = sum(not queued(other) for other in earlier)
+            self._counted = (trial.number, place)
+        return place
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         space: dict[str, BaseDistribution] | None = None
