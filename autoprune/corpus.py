@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import sysconfig
 import tokenize
 from collections.abc import Iterator
@@ -36,13 +37,13 @@ def source_files(split: str, root: Path | None = None) -> list[Path]:
         raise ValueError(f"unknown corpus split {split!r}; choose one of {', '.join(SPLITS)}")
     root = root or stdlib_root()
     files = []
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if _SKIPPED_DIRS & set(relative.parts):
-            continue
-        if split_of(relative.as_posix()) == split:
-            files.append(path)
-    return files
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in _SKIPPED_DIRS]  # not walked at all
+        for name in names:
+            path = Path(folder, name)
+            if name.endswith(".py") and split_of(path.relative_to(root).as_posix()) == split:
+                files.append(path)
+    return sorted(files)
 
 
 def paragraphs(source: str) -> Iterator[str]:
