@@ -9,6 +9,7 @@ calibration / evaluation parts, so the held-out parts never leak into training.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import os
@@ -77,8 +78,11 @@ def paragraphs(source: str) -> Iterator[str]:
         yield " ".join(run)
 
 
+@functools.lru_cache(maxsize=8)
 def corpus_text(split: str, max_chars: int | None = None, root: Path | None = None) -> str:
-    """The text of one split, paragraphs joined by blank lines; stops early past max_chars."""
+    """The text of one split, paragraphs joined by blank lines; stops early past max_chars. Kept
+    for the process: harvesting it parses hundreds of files (a second a split), and every study
+    and export in one process reads the same splits."""
     parts: list[str] = []
     size = 0
     for path in source_files(split, root):
