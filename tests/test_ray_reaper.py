@@ -66,7 +66,7 @@ def instance(tmp_path):
         text=True,
         start_new_session=True,
     )
-    time.sleep(1.0)  # the watcher has seen the tree
+    time.sleep(1.5)  # the watcher has read the tree (it looks every LOOK_EVERY_S)
     yield study, raylet, agent, bystander, watcher
     for process in started:
         process.kill()

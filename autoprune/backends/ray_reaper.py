@@ -26,6 +26,7 @@ from pathlib import Path
 
 MARKER = "AUTOPRUNE_RAY_INSTANCE"
 POLL_S = 0.25
+LOOK_EVERY_S = 1.0  # how often the tree is read while the study lives (a read of every process's stat)
 SETTLE_S = 2.0  # seconds with no process of the instance left before the watcher is done
 KILL_FOR_S = 30.0  # the longest it keeps killing
 
@@ -120,9 +121,11 @@ def watch(study_pid: int, instance: str, grace_s: float) -> None:
 
     signal.signal(signal.SIGTERM, on_shutdown)
     processes = Instance(instance, spared={study_pid, os.getpid()})
-    study = started(study_pid)
+    study, next_look = started(study_pid), 0.0
     while study is not None and started(study_pid) == study and not shut_down:
-        processes.refresh()
+        if time.monotonic() >= next_look:
+            processes.refresh()
+            next_look = time.monotonic() + LOOK_EVERY_S
         time.sleep(POLL_S)
     killed = processes.stop(grace_s if shut_down else 0.0)
     if not shut_down:
