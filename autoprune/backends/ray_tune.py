@@ -15,9 +15,10 @@ What runs where:
 Ray itself: `ray.address` unset starts a Ray instance on this machine with `ray.num_cpus` CPUs for
 the study and stops it when the study ends, however it ends (`ray.shutdown()` in a `finally`; a
 watcher process, `autoprune.backends.ray_reaper`, follows its process tree and stops what is left
-of it after the shutdown, or at once if this process is killed outright). `ray.address=auto` or HOST:PORT joins a running cluster and leaves it running. Tune
-keeps its experiment files in `ray_tune/<study>` beside the study's storage file (the current
-directory for a database server); nothing is written to the home directory.
+of it after the shutdown, or at once if this process is killed outright). `ray.address=auto` or
+HOST:PORT joins a running cluster and leaves it running. Tune keeps its experiment files in
+`ray_tune/<study>` beside the study's storage file (the current directory for a database
+server); nothing is written to the home directory.
 """
 
 from __future__ import annotations
